@@ -1,0 +1,106 @@
+"""The API's error envelope.
+
+Every error the API returns has the shape
+``{"error": {"code": "<snake_case>", "message": "<sentence>", "details": {...}}}``.
+DRF validation errors become 422 with ``details`` mapping a field path
+(``messages.3.payload``) to its messages; malformed JSON stays 400.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from webhooks.errors import Conflict, Invalid, PayloadTooLarge, ServiceError
+
+_SERVICE_STATUS: dict[type[ServiceError], int] = {
+    Invalid: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    Conflict: status.HTTP_409_CONFLICT,
+    PayloadTooLarge: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+}
+
+_CODES: list[tuple[type[exceptions.APIException], str]] = [
+    (exceptions.NotAuthenticated, "unauthenticated"),
+    (exceptions.AuthenticationFailed, "unauthenticated"),
+    (exceptions.PermissionDenied, "forbidden"),
+    (exceptions.NotFound, "not_found"),
+    (exceptions.MethodNotAllowed, "method_not_allowed"),
+    (exceptions.NotAcceptable, "not_acceptable"),
+    (exceptions.UnsupportedMediaType, "unsupported_media_type"),
+    (exceptions.ParseError, "malformed_request"),
+    (exceptions.Throttled, "rate_limited"),
+]
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def flatten_details(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn DRF's nested error detail into ``{"a.0.b": ["message", ...]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "non_field_errors" if key == "non_field_errors" and not prefix else str(key)
+            out.update(flatten_details(value, f"{prefix}.{name}" if prefix else name))
+    elif isinstance(detail, list) and any(isinstance(item, (dict, list)) for item in detail):
+        for index, value in enumerate(detail):
+            if value:
+                out.update(flatten_details(value, f"{prefix}.{index}" if prefix else str(index)))
+    elif isinstance(detail, list):
+        out[prefix or "non_field_errors"] = [str(item) for item in detail]
+    else:
+        out[prefix or "non_field_errors"] = [str(detail)]
+    return out
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF exception handler producing the envelope; unknown errors stay 500."""
+    if isinstance(exc, ServiceError):
+        return Response(
+            envelope(exc.code, exc.message, exc.details), status=_SERVICE_STATUS[type(exc)]
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(
+            envelope("validation_error", "The request is invalid.", flatten_details(exc.detail)),
+            status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        )
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    code = exc.default_code if isinstance(exc, RequestTooLarge) else "error"
+    for klass, name in _CODES:
+        if isinstance(exc, klass):
+            code = name
+            break
+    message = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else "Request failed."
+    headers: dict[str, str] = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    return Response(envelope(code, message), status=exc.status_code, headers=headers)
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler404 for URLs that match no route, so API clients get the envelope."""
+    return JsonResponse(envelope("not_found", "Not found."), status=404)
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        envelope("internal_error", "Something went wrong on our side; it has been logged."),
+        status=500,
+    )

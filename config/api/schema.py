@@ -1,0 +1,47 @@
+"""OpenAPI post-processing: document the error envelope on every operation."""
+from __future__ import annotations
+
+from typing import Any
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string", "example": "validation_error"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        }
+    },
+}
+
+_ALWAYS = {
+    "400": "Malformed request.",
+    "401": "Missing or invalid API key.",
+    "403": "The key may not do this.",
+    "404": "Not found (or belongs to another tenant).",
+    "405": "Method not allowed.",
+    "422": "Validation failed; `details` maps fields to messages.",
+}
+_WITH_BODY = {"413": "Payload or request body too large.", "415": "Body is not JSON."}
+
+
+def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            extra = dict(_ALWAYS)
+            if method in ("post", "put", "patch"):
+                extra.update(_WITH_BODY)
+            for code, description in extra.items():
+                responses.setdefault(code, {"description": description, "content": ref})
+    return result

@@ -1,0 +1,17 @@
+"""Routes: the REST API under /api/v1/, its schema and docs, and the admin."""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("api/v1/", include("webhooks.urls")),
+    path("api/v1/", include("deliveries.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "config.api.errors.json_not_found"
+handler500 = "config.api.errors.json_server_error"

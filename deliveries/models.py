@@ -1,0 +1,152 @@
+"""Runtime domain: what was published (Message), what must reach each endpoint
+(Delivery, one per message and endpoint) and every try (Attempt).
+
+PostgreSQL is the delivery schedule: a delivery is due when its status is
+pending/failed and ``next_attempt_at <= now``; the partial index below serves
+exactly that query.
+"""
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from webhooks.ids import new_id
+from webhooks.models import Endpoint, EventType, Tenant
+
+
+def _message_id() -> str:
+    return new_id("msg")
+
+
+def _delivery_id() -> str:
+    return new_id("dlv")
+
+
+def _attempt_id() -> str:
+    return new_id("att")
+
+
+class Message(models.Model):
+    """An event published by an internal service for one tenant.
+
+    ``uid`` is sent as ``webhook-id`` on every attempt and replay; the publisher
+    may choose it (it is then the idempotency key), unique per tenant.
+    """
+
+    uid = models.CharField(max_length=64, default=_message_id)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="messages")
+    event_type = models.ForeignKey(EventType, on_delete=models.PROTECT, related_name="messages")
+    payload = models.JSONField()
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # SHA-256 of the canonical request, to refuse an idempotency key reused for
+    # a different message (409) instead of silently returning the old one.
+    request_hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "uid"], name="message_tenant_uid_uniq"),
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="message_tenant_idem_uniq",
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="message_tenant_created")]
+
+    def __str__(self) -> str:
+        return self.uid
+
+
+class Delivery(models.Model):
+    """One message for one endpoint, and where it stands.
+
+    Status moves only forward through conditional updates (see
+    ``deliveries.services``): pending -> succeeded | failed -> ... -> dead.
+    A replay moves a finished delivery back to pending and appends attempts;
+    history is never rewritten.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed (retry scheduled)"
+        DEAD = "dead", "Dead letter"
+        SKIPPED = "skipped", "Skipped (endpoint disabled)"
+
+    uid = models.CharField(max_length=40, unique=True, default=_delivery_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deliveries")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="deliveries")
+    # Copied from the message so history filters by event type use an index
+    # on this table instead of a join.
+    event_type = models.ForeignKey(EventType, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set while a worker holds the delivery; an expired lease means the worker
+    # died and the scheduler hands the delivery out again.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    replay_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "endpoint"], name="delivery_message_endpoint_uniq"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="delivery_tenant_created"),
+            models.Index(fields=["endpoint", "-created_at"], name="delivery_endpoint_created"),
+            models.Index(
+                fields=["tenant", "status", "-created_at"], name="delivery_tenant_status_created"
+            ),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["pending", "failed"]),
+                name="delivery_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.uid
+
+
+class Attempt(models.Model):
+    """One HTTP request made for a delivery, and what came back."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        REPLAY = "replay", "Replay"
+        TEST = "test", "Test"
+
+    uid = models.CharField(max_length=40, unique=True, default=_attempt_id, editable=False)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULED)
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    request_headers = models.JSONField(default=dict, blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.TextField(blank=True)
+    error_class = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="attempt_delivery_number_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return self.uid

@@ -1,0 +1,193 @@
+"""Writes of the runtime domain: ingest (publish a message and fan it out).
+
+Ingest is one transaction: the Message and all its Delivery rows are written
+together or not at all, and the first attempts are handed to the delivery
+engine only after commit. The 202 the API returns means "durable in
+PostgreSQL".
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from jsonschema import Draft202012Validator
+
+from deliveries import dispatch
+from deliveries.fanout import deliveries_for, matching_endpoints
+from deliveries.models import Delivery, Message
+from webhooks.errors import Conflict, Invalid, PayloadTooLarge
+from webhooks.models import Endpoint, EventType, Tenant
+
+MESSAGE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+MAX_SCHEMA_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One message as a publisher sent it."""
+
+    event_type: str
+    payload: Any
+    uid: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """Result of publishing one message; ``created`` is False for a repeat."""
+
+    message: Message
+    created: bool
+    delivery_count: int
+
+
+@dataclass
+class _Context:
+    """Per-request caches, so a batch does not repeat the same lookups."""
+
+    tenant: Tenant
+    event_types: dict[str, EventType | None] = field(default_factory=dict)
+    endpoints: dict[int, list[Endpoint]] = field(default_factory=dict)
+
+
+def message_publish(*, tenant: Tenant, new: NewMessage) -> Published:
+    """Publish one message: validate, store it with its deliveries, enqueue after commit.
+
+    A repeat (same ``idempotency_key`` or same ``uid``) with the same content
+    returns the original message and creates nothing; with different content
+    it raises Conflict. Raises Invalid (unknown/archived event type, payload
+    not an object or against the schema, bad id) and PayloadTooLarge.
+    """
+    context = _Context(tenant=tenant)
+    with transaction.atomic():
+        result = _publish_one(context, new)
+    return result
+
+
+def message_publish_batch(*, tenant: Tenant, batch: list[NewMessage]) -> list[Published]:
+    """Publish up to ``HOOKPOST_MAX_BATCH_MESSAGES`` messages, all or none.
+
+    Errors name the item: ``messages.3.payload``.
+    """
+    limit = settings.HOOKPOST_MAX_BATCH_MESSAGES
+    if not 1 <= len(batch) <= limit:
+        raise Invalid("The batch is invalid.", {"messages": [f"Send 1 to {limit} messages."]})
+    context = _Context(tenant=tenant)
+    results: list[Published] = []
+    with transaction.atomic():
+        for index, new in enumerate(batch):
+            try:
+                results.append(_publish_one(context, new))
+            except (Invalid, Conflict) as exc:
+                raise type(exc)(
+                    f"Message {index} is invalid: {exc.message}",
+                    {f"messages.{index}.{name}": msgs for name, msgs in exc.details.items()},
+                ) from exc
+            except PayloadTooLarge as exc:
+                raise PayloadTooLarge(f"Message {index}: {exc.message}", exc.details) from exc
+    return results
+
+
+def _publish_one(context: _Context, new: NewMessage) -> Published:
+    event_type = _check_message(context, new)
+    request_hash = _request_hash(new)
+    existing = _find_repeat(context.tenant, new)
+    if existing is not None:
+        return _repeat(existing, request_hash)
+    try:
+        with transaction.atomic():  # savepoint: a concurrent twin may win the insert
+            message = Message.objects.create(
+                tenant=context.tenant,
+                event_type=event_type,
+                payload=new.payload,
+                idempotency_key=new.idempotency_key,
+                request_hash=request_hash,
+                **({"uid": new.uid} if new.uid else {}),
+            )
+    except IntegrityError:
+        existing = _find_repeat(context.tenant, new)
+        if existing is None:
+            raise
+        return _repeat(existing, request_hash)
+    endpoints = context.endpoints.get(event_type.pk)
+    if endpoints is None:
+        endpoints = list(matching_endpoints(tenant=context.tenant, event_type=event_type))
+        context.endpoints[event_type.pk] = endpoints
+    deliveries = Delivery.objects.bulk_create(deliveries_for(message=message, endpoints=endpoints))
+    dispatch.enqueue_on_commit(
+        [d.pk for d in deliveries if d.status == Delivery.Status.PENDING]
+    )
+    return Published(message=message, created=True, delivery_count=len(deliveries))
+
+
+def _check_message(context: _Context, new: NewMessage) -> EventType:
+    errors: dict[str, list[str]] = {}
+    if new.uid is not None and not MESSAGE_ID_PATTERN.match(new.uid):
+        errors["id"] = ["Use 1-64 letters, digits, '_', '-', '.' or ':'."]
+    if new.idempotency_key is not None and not 1 <= len(new.idempotency_key) <= 255:
+        errors["idempotency_key"] = ["Use 1-255 characters."]
+    if new.event_type not in context.event_types:
+        context.event_types[new.event_type] = EventType.objects.filter(name=new.event_type).first()
+    event_type = context.event_types[new.event_type]
+    if event_type is None:
+        errors["event_type"] = [f"Unknown event type {new.event_type!r}."]
+    elif event_type.archived:
+        errors["event_type"] = [f"The event type {new.event_type!r} is archived."]
+    if not isinstance(new.payload, dict):
+        errors["payload"] = ["Must be a JSON object."]
+    if errors:
+        raise Invalid("The message is invalid.", errors)
+    assert event_type is not None
+    size = len(_canonical(new.payload))
+    limit = settings.HOOKPOST_MAX_PAYLOAD_BYTES
+    if size > limit:
+        raise PayloadTooLarge(
+            f"The payload is {size} bytes; the limit is {limit}.",
+            {"payload": [f"At most {limit} bytes of JSON."]},
+        )
+    if event_type.schema:
+        problems = [
+            f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
+            for error in Draft202012Validator(event_type.schema).iter_errors(new.payload)
+        ]
+        if problems:
+            raise Invalid(
+                f"The payload does not match the schema of {event_type.name!r}.",
+                {"payload": problems[:MAX_SCHEMA_ERRORS]},
+            )
+    return event_type
+
+
+def _find_repeat(tenant: Tenant, new: NewMessage) -> Message | None:
+    condition = Q()
+    if new.idempotency_key is not None:
+        condition |= Q(idempotency_key=new.idempotency_key)
+    if new.uid is not None:
+        condition |= Q(uid=new.uid)
+    if not condition:
+        return None
+    return Message.objects.filter(tenant=tenant).filter(condition).select_related("event_type").first()
+
+
+def _repeat(existing: Message, request_hash: str) -> Published:
+    if existing.request_hash != request_hash:
+        raise Conflict(
+            "This idempotency key or message id was already used for a different message.",
+            {"idempotency_key": ["Already used with a different event type, payload or id."]},
+        )
+    return Published(message=existing, created=False, delivery_count=existing.deliveries.count())
+
+
+def _request_hash(new: NewMessage) -> str:
+    content = {"event_type": new.event_type, "payload": new.payload, "id": new.uid}
+    return hashlib.sha256(_canonical(content)).hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,49 @@
+"""Reads of the configuration domain."""
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from webhooks.api_keys import hash_api_key
+from webhooks.models import ApiKey, Endpoint, EndpointSecret, EventType, Tenant
+
+
+def api_key_get_active(*, raw: str) -> ApiKey | None:
+    """The unrevoked, unexpired key whose hash matches ``raw``, with its tenant."""
+    return (
+        ApiKey.objects.select_related("tenant")
+        .filter(key_hash=hash_api_key(raw), revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .first()
+    )
+
+
+def tenant_list() -> QuerySet[Tenant]:
+    return Tenant.objects.all()
+
+
+def event_type_list(*, include_archived: bool = True) -> QuerySet[EventType]:
+    qs = EventType.objects.all()
+    return qs if include_archived else qs.filter(archived=False)
+
+
+def endpoint_list(*, tenant: Tenant) -> QuerySet[Endpoint]:
+    return Endpoint.objects.filter(tenant=tenant).prefetch_related("event_types")
+
+
+def endpoint_get(*, tenant: Tenant, uid: str) -> Endpoint | None:
+    """The tenant's endpoint ``uid``; None for unknown or another tenant's ids."""
+    return endpoint_list(tenant=tenant).filter(uid=uid).first()
+
+
+def endpoint_current_secret(*, endpoint: Endpoint) -> str:
+    return EndpointSecret.objects.get(endpoint=endpoint, expires_at__isnull=True).secret
+
+
+def endpoint_signing_secrets(*, endpoint: Endpoint) -> list[str]:
+    """Every secret that signs now: the current one first, then unexpired old ones."""
+    now = timezone.now()
+    rows = EndpointSecret.objects.filter(endpoint=endpoint).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+    return [row.secret for row in sorted(rows, key=lambda r: (r.expires_at is not None, r.created_at))]

@@ -1,0 +1,120 @@
+"""Shapes of the configuration API. Validation of form only; rules live in
+``webhooks.services``."""
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from webhooks.models import Endpoint, EventType, Tenant, event_type_name_validator
+
+
+class TenantSerializer(serializers.ModelSerializer[Tenant]):
+    class Meta:
+        model = Tenant
+        fields = ["uid", "name", "retention_days", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+        extra_kwargs = {"uid": {"validators": []}}  # uniqueness -> 409 from the service
+
+
+class TenantUpdateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=200, required=False)
+    retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+
+
+class EventTypeSerializer(serializers.ModelSerializer[EventType]):
+    schema = serializers.JSONField(
+        required=False, allow_null=True, help_text="JSON Schema (2020-12) that payloads must satisfy."
+    )
+
+    class Meta:
+        model = EventType
+        fields = ["name", "description", "schema", "archived", "created_at", "updated_at"]
+        read_only_fields = ["archived", "created_at", "updated_at"]
+        extra_kwargs = {"name": {"validators": [event_type_name_validator]}}
+
+
+class EventTypeUpdateSerializer(serializers.Serializer[Any]):
+    description = serializers.CharField(required=False, allow_blank=True)
+    schema = serializers.JSONField(required=False, allow_null=True)
+    archived = serializers.BooleanField(required=False)
+
+
+class EndpointSerializer(serializers.ModelSerializer[Endpoint]):
+    id = serializers.CharField(source="uid", read_only=True)
+    event_types = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "id",
+            "url",
+            "description",
+            "event_types",
+            "enabled",
+            "disabled_reason",
+            "disabled_at",
+            "headers",
+            "rate_limit",
+            "timeout_seconds",
+            "retry_schedule",
+            "circuit_state",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_event_types(self, obj: Endpoint) -> list[str]:
+        return sorted(et.name for et in obj.event_types.all())
+
+
+class EndpointWithSecretSerializer(EndpointSerializer):
+    secret = serializers.CharField(read_only=True)
+
+    class Meta(EndpointSerializer.Meta):
+        fields = [*EndpointSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class EndpointWriteSerializer(serializers.Serializer[Any]):
+    url = serializers.CharField(max_length=2048)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        required=False,
+        max_length=500,
+        help_text="Event type names; empty = every event type.",
+    )
+    enabled = serializers.BooleanField(required=False)
+    headers = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+    rate_limit = serializers.IntegerField(
+        min_value=1, max_value=100_000, required=False, allow_null=True, help_text="Per second."
+    )
+    timeout_seconds = serializers.IntegerField(min_value=1, max_value=30, required=False)
+    retry_schedule = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_null=True,
+        help_text="Seconds between attempts; null = the platform default.",
+    )
+    secret = serializers.CharField(
+        required=False, write_only=True, help_text="Bring your own whsec_ secret (optional)."
+    )
+
+
+class EndpointUpdateSerializer(EndpointWriteSerializer):
+    url = serializers.CharField(max_length=2048, required=False)
+    secret = None  # rotate-secret changes secrets
+
+
+class SecretSerializer(serializers.Serializer[Any]):
+    secret = serializers.CharField(read_only=True)
+
+
+class RotateSecretSerializer(serializers.Serializer[Any]):
+    grace_seconds = serializers.IntegerField(
+        required=False, min_value=0, help_text="How long the old secret keeps signing (default 24 h)."
+    )
+    secret = serializers.CharField(required=False, help_text="Bring your own whsec_ secret (optional).")
