@@ -168,3 +168,46 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Delivery engine ------------------------------------------------------------
+# Delays (seconds) after attempts 1, 2, ...: 8 attempts over about 28 hours.
+HOOKPOST_RETRY_SCHEDULE = [
+    int(x) for x in env_list("HOOKPOST_RETRY_SCHEDULE", ["5", "300", "1800", "7200", "18000", "36000", "36000"])
+]
+HOOKPOST_RETRY_JITTER = float(env_str("HOOKPOST_RETRY_JITTER", "0.2") or 0.2)
+HOOKPOST_RETRY_AFTER_MAX_SECONDS = env_int("HOOKPOST_RETRY_AFTER_MAX_SECONDS", 24 * 3600)
+HOOKPOST_CONNECT_TIMEOUT_SECONDS = env_int("HOOKPOST_CONNECT_TIMEOUT_SECONDS", 5)
+HOOKPOST_RESPONSE_MAX_BYTES = env_int("HOOKPOST_RESPONSE_MAX_BYTES", 16 * 1024)
+HOOKPOST_RESPONSE_EXCERPT_BYTES = env_int("HOOKPOST_RESPONSE_EXCERPT_BYTES", 4 * 1024)
+# host=address pairs resolved without DNS (like curl --resolve); development and tests.
+HOOKPOST_RESOLVE = env_list("HOOKPOST_RESOLVE")
+# A claimed delivery's lease: the endpoint timeout plus this margin.
+HOOKPOST_LEASE_MARGIN_SECONDS = env_int("HOOKPOST_LEASE_MARGIN_SECONDS", 30)
+# A queued (not yet claimed) delivery's lease: after it, the scheduler re-queues.
+HOOKPOST_DISPATCH_LEASE_SECONDS = env_int("HOOKPOST_DISPATCH_LEASE_SECONDS", 120)
+HOOKPOST_SCHEDULER_INTERVAL_SECONDS = float(env_str("HOOKPOST_SCHEDULER_INTERVAL_SECONDS", "1") or 1)
+HOOKPOST_SCHEDULER_BATCH = env_int("HOOKPOST_SCHEDULER_BATCH", 500)
+# The scheduler keeps at most this many deliveries queued in Redis; the rest
+# wait in PostgreSQL, so a large backlog costs the broker nothing.
+HOOKPOST_QUEUE_TARGET_DEPTH = env_int("HOOKPOST_QUEUE_TARGET_DEPTH", 2000)
+HOOKPOST_MAX_INTERNAL_FAILURES = env_int("HOOKPOST_MAX_INTERNAL_FAILURES", 3)
+
+# --- Celery ---------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "memory://"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Unacked messages return to the queue after this; the lease in PostgreSQL
+    # re-dispatches lost work much sooner, so this only bounds duplicates.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+}
+CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME") or str(BASE_DIR / "var" / "celerybeat-schedule")

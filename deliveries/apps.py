@@ -7,3 +7,7 @@ class DeliveriesConfig(AppConfig):
     name = "deliveries"
     verbose_name = "Deliveries"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the on-commit hand-off from ingest to the Celery queues.
+        from deliveries import tasks  # noqa: F401

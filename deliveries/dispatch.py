@@ -1,9 +1,10 @@
 """The hand-off from ingest to the delivery engine.
 
-Ingest creates deliveries as ``pending`` with ``next_attempt_at = now`` inside
-its transaction. PostgreSQL is the schedule: the scheduler finds every due
-delivery on its own, so nothing here is needed for correctness. Enqueueing
-right after commit only saves the scheduler's polling delay.
+Ingest creates deliveries as ``pending`` with ``next_attempt_at = now`` and a
+dispatch lease (token + expiry) inside its transaction. PostgreSQL is the schedule: the scheduler finds every due
+delivery on its own, so nothing here is needed for correctness: if the
+hand-off fails, the lease expires and the scheduler queues the delivery.
+Enqueueing right after commit only saves the scheduler's polling delay.
 
 ``enqueue_on_commit`` is the only safe way to hand work over: publishing
 before commit could deliver a message the database then rolls back.
@@ -19,30 +20,34 @@ logger = logging.getLogger(__name__)
 
 # The delivery engine registers its enqueue function here when it loads
 # (``deliveries.tasks``); until then due deliveries wait for the scheduler.
-_enqueuer: Callable[[list[int]], None] | None = None
+Enqueuer = Callable[[list[int], str], None]  # (delivery ids, lease token)
+_enqueuer: Enqueuer | None = None
 
 
-def register_enqueuer(enqueue: Callable[[list[int]], None]) -> None:
+def register_enqueuer(enqueue: Enqueuer | None) -> None:
     global _enqueuer
     _enqueuer = enqueue
 
 
-def enqueue_on_commit(delivery_ids: Sequence[int]) -> None:
+def enqueue_on_commit(delivery_ids: Sequence[int], token: str) -> None:
     """After the current transaction commits, hand these deliveries to workers.
+
+    ``token`` is the dispatch lease the deliveries were written with; the
+    worker's claim must present it.
 
     If the transaction rolls back nothing is sent. If the broker is down the
     deliveries stay due in PostgreSQL and the scheduler picks them up.
     """
     ids = list(delivery_ids)
     if ids:
-        transaction.on_commit(lambda: _enqueue(ids))
+        transaction.on_commit(lambda: _enqueue(ids, token))
 
 
-def _enqueue(ids: list[int]) -> None:
+def _enqueue(ids: list[int], token: str) -> None:
     if _enqueuer is None:
         logger.debug("no delivery engine registered; %d deliveries left to the scheduler", len(ids))
         return
     try:
-        _enqueuer(ids)
+        _enqueuer(ids, token)
     except Exception:  # the broker being down must not fail an accepted request
         logger.exception("enqueue failed; %d deliveries left to the scheduler", len(ids))

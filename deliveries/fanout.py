@@ -7,6 +7,9 @@ to them later.
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -23,9 +26,14 @@ def matching_endpoints(*, tenant: Tenant, event_type: EventType) -> QuerySet[End
     ).only("pk", "enabled")
 
 
-def deliveries_for(*, message: Message, endpoints: list[Endpoint]) -> list[Delivery]:
-    """Unsaved Delivery rows for ``message`` to each of ``endpoints``."""
+def deliveries_for(*, message: Message, endpoints: list[Endpoint], lease_token: str) -> list[Delivery]:
+    """Unsaved Delivery rows for ``message`` to each of ``endpoints``.
+
+    Pending rows carry a dispatch lease (``lease_token``) so the scheduler
+    leaves them to the on-commit hand-off unless that hand-off is lost.
+    """
     now = timezone.now()
+    lease_until = now + timedelta(seconds=settings.HOOKPOST_DISPATCH_LEASE_SECONDS)
     return [
         Delivery(
             tenant_id=message.tenant_id,
@@ -34,6 +42,8 @@ def deliveries_for(*, message: Message, endpoints: list[Endpoint]) -> list[Deliv
             event_type_id=message.event_type_id,
             status=Delivery.Status.PENDING if endpoint.enabled else Delivery.Status.SKIPPED,
             next_attempt_at=now if endpoint.enabled else None,
+            lease_token=lease_token if endpoint.enabled else None,
+            lease_expires_at=lease_until if endpoint.enabled else None,
             created_at=now,
         )
         for endpoint in endpoints

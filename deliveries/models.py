@@ -86,9 +86,19 @@ class Delivery(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempt_count = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # Set while a worker holds the delivery; an expired lease means the worker
-    # died and the scheduler hands the delivery out again.
+    # The lease: set when the delivery is handed to a queue or claimed by a
+    # worker. Only the holder of ``lease_token`` may record the outcome; an
+    # expired lease (worker killed, queue flushed) lets the scheduler hand the
+    # delivery out again.
+    lease_token = models.CharField(max_length=32, null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # How the next attempt came about (a replay is recorded as such).
+    next_trigger = models.CharField(max_length=16, default="scheduled")
+    # Attempts counted before the last replay: a replay starts the retry
+    # schedule afresh while the attempt numbers keep counting.
+    schedule_offset = models.PositiveIntegerField(default=0)
+    # Exceptions in our own code while handling this delivery (poison work).
+    internal_failures = models.PositiveSmallIntegerField(default=0)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     replay_count = models.PositiveIntegerField(default=0)

@@ -19,6 +19,7 @@ from django.db.models import Q
 from jsonschema import Draft202012Validator
 
 from deliveries import dispatch
+from deliveries.engine import new_token
 from deliveries.fanout import deliveries_for, matching_endpoints
 from deliveries.models import Delivery, Message
 from webhooks.errors import Conflict, Invalid, PayloadTooLarge
@@ -119,10 +120,11 @@ def _publish_one(context: _Context, new: NewMessage) -> Published:
     if endpoints is None:
         endpoints = list(matching_endpoints(tenant=context.tenant, event_type=event_type))
         context.endpoints[event_type.pk] = endpoints
-    deliveries = Delivery.objects.bulk_create(deliveries_for(message=message, endpoints=endpoints))
-    dispatch.enqueue_on_commit(
-        [d.pk for d in deliveries if d.status == Delivery.Status.PENDING]
+    token = new_token()
+    deliveries = Delivery.objects.bulk_create(
+        deliveries_for(message=message, endpoints=endpoints, lease_token=token)
     )
+    dispatch.enqueue_on_commit([d.pk for d in deliveries if d.status == Delivery.Status.PENDING], token)
     return Published(message=message, created=True, delivery_count=len(deliveries))
 
 

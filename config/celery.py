@@ -1,0 +1,51 @@
+"""The Celery app: ``celery -A config worker`` and ``celery -A config beat``.
+
+Queues:
+- ``deliveries.first``  first attempts (fresh messages; latency matters);
+- ``deliveries.retry``  later attempts, so a failing receiver's retries never
+  queue in front of fresh messages for healthy ones;
+- ``maintenance``       the scheduler tick and housekeeping.
+
+Tasks take ids only; PostgreSQL holds the truth.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("hookpost")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+FIRST_QUEUE = "deliveries.first"
+RETRY_QUEUE = "deliveries.retry"
+MAINTENANCE_QUEUE = "maintenance"
+
+app.conf.task_queues = (Queue(FIRST_QUEUE), Queue(RETRY_QUEUE), Queue(MAINTENANCE_QUEUE))
+app.conf.task_routes = {"hookpost.dispatch_due": {"queue": MAINTENANCE_QUEUE}}
+
+
+def _scheduler_interval() -> float:
+    from django.conf import settings
+
+    return float(settings.HOOKPOST_SCHEDULER_INTERVAL_SECONDS)
+
+
+@app.on_after_finalize.connect
+def _setup_beat(sender: Celery, **kwargs: object) -> None:
+    interval = _scheduler_interval()
+    sender.conf.beat_schedule = {
+        "dispatch-due-deliveries": {
+            "task": "hookpost.dispatch_due",
+            "schedule": timedelta(seconds=interval),
+            # A tick nobody ran in time is worthless; the next one covers it.
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": max(interval * 5, 5)},
+        }
+    }
+
+
+app.autodiscover_tasks(["deliveries"])

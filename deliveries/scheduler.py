@@ -1,0 +1,80 @@
+"""The scheduler: PostgreSQL is the schedule, Redis only the hand-off.
+
+Every tick claims due deliveries (``status`` pending/failed, ``next_attempt_at
+<= now``, no live lease) with ``SELECT … FOR UPDATE SKIP LOCKED``, so several
+schedulers never hand out the same row, puts a dispatch lease on them and
+queues their ids after commit. A delivery whose lease expired (its worker was
+killed, or Redis lost the queued task) is simply due again.
+
+Retry delays are never held as Celery countdowns/ETAs: those would sit in
+worker memory and be redelivered past the broker's visibility timeout. The
+queue in Redis is kept short (``HOOKPOST_QUEUE_TARGET_DEPTH``); a backlog of
+millions waits in PostgreSQL.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from deliveries.engine import DUE_STATUSES, new_token
+from deliveries.models import Delivery
+
+logger = logging.getLogger(__name__)
+
+# enqueue(ids, token, first_attempt) -> None
+Enqueue = Callable[[list[int], str, bool], None]
+
+
+@dataclass(frozen=True)
+class DispatchReport:
+    dispatched: int
+    first_attempts: int
+    retries: int
+
+
+def due_deliveries(now=None):  # type: ignore[no-untyped-def]
+    """Deliveries that are due and not held by a live lease, oldest due first."""
+    now = now or timezone.now()
+    return (
+        Delivery.objects.filter(status__in=DUE_STATUSES, next_attempt_at__lte=now)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        .order_by("next_attempt_at")
+    )
+
+
+def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
+    """Claim up to ``limit`` due deliveries and queue them after commit."""
+    if limit <= 0:
+        return DispatchReport(0, 0, 0)
+    now = timezone.now()
+    token = new_token()
+    with transaction.atomic():
+        rows = list(
+            due_deliveries(now)
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", "attempt_count")[:limit]
+        )
+        if not rows:
+            return DispatchReport(0, 0, 0)
+        Delivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=settings.HOOKPOST_DISPATCH_LEASE_SECONDS),
+        )
+        first = [pk for pk, count in rows if count == 0]
+        retries = [pk for pk, count in rows if count > 0]
+
+        def hand_over() -> None:
+            if first:
+                enqueue(first, token, True)
+            if retries:
+                enqueue(retries, token, False)
+
+        transaction.on_commit(hand_over)
+    return DispatchReport(len(rows), len(first), len(retries))

@@ -1,0 +1,63 @@
+"""Celery tasks: thin interfaces that take ids and call the engine or scheduler.
+
+``deliver`` is idempotent: a duplicate or stale task fails its claim and
+returns quietly, so at-least-once queue delivery never means double sending
+by us (receivers still dedupe by ``webhook-id`` around crashes).
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from config.celery import FIRST_QUEUE, RETRY_QUEUE, app
+from deliveries import dispatch, engine, scheduler
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="hookpost.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver(delivery_id: int, token: str | None = None) -> None:
+    engine.delivery_run(delivery_id=delivery_id, token=token)
+
+
+@shared_task(name="hookpost.dispatch_due", ignore_result=True)
+def dispatch_due() -> None:
+    """Scheduler tick: top the delivery queues up from PostgreSQL."""
+    room = settings.HOOKPOST_QUEUE_TARGET_DEPTH - queued_count()
+    batch = settings.HOOKPOST_SCHEDULER_BATCH
+    total = 0
+    while room > 0:
+        want = min(batch, room)
+        report = scheduler.dispatch_due(enqueue=enqueue, limit=want)
+        total += report.dispatched
+        room -= report.dispatched
+        if report.dispatched < want:
+            break
+    if total:
+        logger.info("dispatched %d due deliveries", total)
+
+
+def enqueue(delivery_ids: list[int], token: str, first_attempt: bool) -> None:
+    """Queue ``deliver`` tasks; called after the lease-setting transaction commits."""
+    queue = FIRST_QUEUE if first_attempt else RETRY_QUEUE
+    with app.producer_or_acquire() as producer:
+        for delivery_id in delivery_ids:
+            deliver.apply_async(args=(delivery_id, token), queue=queue, producer=producer)
+
+
+def queued_count() -> int:
+    """Tasks waiting in the delivery queues (0 if the broker cannot say)."""
+    total = 0
+    try:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            for name in (FIRST_QUEUE, RETRY_QUEUE):
+                total += channel.queue_declare(queue=name, passive=True).message_count
+    except Exception:  # a missing queue or a broker hiccup: assume empty
+        logger.debug("could not read queue depth", exc_info=True)
+    return total
+
+
+dispatch.register_enqueuer(lambda ids, token: enqueue(ids, token, True))

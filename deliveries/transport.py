@@ -1,0 +1,261 @@
+"""The HTTP transport: the only code that sends requests to receivers.
+
+Every request:
+- goes to an address vetted by ``webhooks.target_policy`` *after* DNS
+  resolution, and the connection is pinned to that address (TLS still checks
+  the certificate against the URL's host name), so DNS rebinding cannot swap
+  the target between the check and the connection;
+- is bounded in time: a connect timeout and a deadline for the whole request,
+  including a receiver that drips its answer byte by byte;
+- never follows redirects (a 3xx is just a failed attempt);
+- reads at most ``HOOKPOST_RESPONSE_MAX_BYTES`` of the response;
+- reuses keep-alive connections per (address, host name) through urllib3's
+  pool manager.
+
+``send`` never raises for network or HTTP outcomes: it returns a
+``TransportResult`` describing what happened (Saleor's lesson: results, not
+exceptions, cross this boundary).
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import urllib3
+from django.conf import settings
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from webhooks.target_policy import (
+    IPAddress,
+    Target,
+    TargetRejected,
+    check_address,
+    check_url,
+    parse_networks,
+)
+
+USER_AGENT = "Hookpost-Webhooks/1.0 (+https://www.standardwebhooks.com/)"
+_CHUNK = 8192
+
+Resolver = Callable[[str, int], list[IPAddress]]
+
+
+@dataclass(frozen=True)
+class TransportResult:
+    """What one request produced. ``status`` is None when no response came."""
+
+    status: int | None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    error_class: str = ""
+    error_message: str = ""
+    duration_ms: int = 0
+    connected: bool = False  # False when we refused or failed before connecting
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+class _Refused(Exception):
+    """Raised internally when the target is refused before any connection."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+def system_resolver(host: str, port: int) -> list[IPAddress]:
+    """All addresses ``host`` resolves to (A and AAAA)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+
+
+def _overrides() -> dict[str, str]:
+    """``HOOKPOST_RESOLVE`` entries ``host=address`` (like curl --resolve)."""
+    return dict(item.split("=", 1) for item in settings.HOOKPOST_RESOLVE if "=" in item)
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Resolve through ``HOOKPOST_RESOLVE`` first, then the system resolver.
+
+    An override may be written in any spelling an attacker might use in DNS
+    (``2130706433``); it is parsed as the number it means and vetted like any
+    other answer.
+    """
+    override = _overrides().get(host)
+    if override is None:
+        return system_resolver(host, port)
+    try:
+        return [ipaddress.ip_address(override)]
+    except ValueError:
+        packed = socket.inet_aton(override)  # accepts 2130706433, 0x7f.1, 0177.0.0.1
+        return [ipaddress.IPv4Address(packed)]
+
+
+class Transport:
+    """Sends signed webhook requests. One instance per worker process."""
+
+    def __init__(self, resolver: Resolver | None = None, num_pools: int = 200) -> None:
+        self._resolver = resolver or resolve
+        self._pools = urllib3.PoolManager(num_pools=num_pools, maxsize=4, block=False, retries=False)
+
+    def send(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float,
+        connect_timeout: float | None = None,
+    ) -> TransportResult:
+        """POST ``body`` to ``url``; never raises for network or HTTP outcomes."""
+        started = time.monotonic()
+        connect = min(connect_timeout or settings.HOOKPOST_CONNECT_TIMEOUT_SECONDS, timeout)
+        try:
+            target_ip, target = self._vet(url)
+        except _Refused as exc:
+            return TransportResult(
+                status=None,
+                error_class=exc.error_class,
+                error_message=str(exc),
+                duration_ms=_ms(started),
+            )
+        deadline = started + timeout
+        try:
+            return self._post(url, target_ip, target, headers, body, connect, deadline, started)
+        except (ConnectTimeoutError, NewConnectionError) as exc:
+            return _failure("ConnectionError", _reason(exc), started, connected=False)
+        except ReadTimeoutError:
+            return _failure("Timeout", f"no complete response within {timeout:g} s", started)
+        except _Deadline:
+            return _failure("Timeout", f"no complete response within {timeout:g} s", started)
+        except SSLError as exc:
+            return _failure("TLSError", _reason(exc), started)
+        except (ProtocolError, HTTPError, OSError) as exc:
+            return _failure("ConnectionError", _reason(exc), started)
+
+    def _vet(self, url: str) -> tuple[IPAddress, Target]:
+        allowed = parse_networks(settings.HOOKPOST_ALLOWED_TARGET_NETWORKS)
+        try:
+            target = check_url(url, allowed)
+        except TargetRejected as exc:
+            raise _Refused("TargetRejected", f"refused target: {exc}") from exc
+        if target.ip is not None:
+            return target.ip, target
+        try:
+            addresses = self._resolver(target.host, target.port)
+        except (OSError, UnicodeError, ValueError) as exc:
+            raise _Refused("DNSError", f"could not resolve {target.host}: {exc}") from exc
+        if not addresses:
+            raise _Refused("DNSError", f"{target.host} has no addresses")
+        # Every answer must pass: a mixed answer is how rebinding attacks start.
+        for address in addresses:
+            try:
+                check_address(address, allowed)
+            except TargetRejected as exc:
+                raise _Refused("TargetRejected", f"refused target: {target.host} resolves to {exc}") from exc
+        return addresses[0], target
+
+    def _post(
+        self,
+        url: str,
+        ip: IPAddress,
+        target: Target,
+        headers: Mapping[str, str],
+        body: bytes,
+        connect: float,
+        deadline: float,
+        started: float,
+    ) -> TransportResult:
+        remaining = max(deadline - time.monotonic(), 0.001)
+        host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+        if ":" in target.host and target.ip is not None:
+            host_header = f"[{target.host}]" if target.port in (80, 443) else f"[{target.host}]:{target.port}"
+        pool_kwargs: dict[str, object] = {}
+        if target.scheme == "https" and target.ip is None:
+            pool_kwargs = {"server_hostname": target.host, "assert_hostname": target.host}
+        pool = self._pools.connection_from_host(
+            str(ip), port=target.port, scheme=target.scheme, pool_kwargs=pool_kwargs
+        )
+        path = _path_of(url)
+        request_headers = {**headers, "Host": host_header, "User-Agent": USER_AGENT}
+        response = pool.urlopen(
+            "POST",
+            path,
+            body=body,
+            headers=request_headers,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            timeout=urllib3.Timeout(connect=connect, read=remaining),
+            assert_same_host=False,
+        )
+        try:
+            data = _read_capped(response, settings.HOOKPOST_RESPONSE_MAX_BYTES, deadline)
+        finally:
+            response.release_conn()
+        return TransportResult(
+            status=response.status,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=data,
+            duration_ms=_ms(started),
+            connected=True,
+        )
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _read_capped(response: urllib3.BaseHTTPResponse, cap: int, deadline: float) -> bytes:
+    """Read up to ``cap`` bytes before ``deadline``; drop the connection past the cap."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < cap:
+        if time.monotonic() > deadline:
+            response.close()
+            raise _Deadline()
+        # read1: at most one socket read, so a receiver dripping bytes cannot
+        # hold us past the deadline.
+        chunk = response.read1(min(_CHUNK, cap - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    # More than we keep: close instead of draining an unbounded body.
+    response.close()
+    return b"".join(chunks)
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return f"{path}?{parts.query}" if parts.query else path
+
+
+def _failure(error_class: str, message: str, started: float, connected: bool = True) -> TransportResult:
+    return TransportResult(
+        status=None, error_class=error_class, error_message=message, duration_ms=_ms(started), connected=connected
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    # urllib3 messages embed the pool object; keep the useful tail.
+    return text.split(": ", 1)[-1][:500] if "HTTPConnection" in text else text[:500]
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,65 @@
+"""Shared fixtures: tenants, keys and authenticated API clients."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.factories import EventTypeFactory, TenantFactory
+from webhooks import services
+from webhooks.models import ApiKey, EventType, Tenant
+
+
+@dataclass
+class KeyedClient:
+    """An APIClient that sends ``Authorization: Bearer <raw>``."""
+
+    client: APIClient
+    key: ApiKey
+    raw: str
+
+
+@pytest.fixture
+def make_client(db: None) -> Callable[[Tenant | None], KeyedClient]:
+    """Factory: ``make_client(tenant)`` for a tenant key, ``make_client(None)`` for operator."""
+
+    def make(tenant: Tenant | None) -> KeyedClient:
+        key, raw = services.api_key_create(tenant=tenant, name="test")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return KeyedClient(client=client, key=key, raw=raw)
+
+    return make
+
+
+@pytest.fixture
+def tenant(db: None) -> Tenant:
+    return TenantFactory(uid="acme")
+
+
+@pytest.fixture
+def other_tenant(db: None) -> Tenant:
+    return TenantFactory(uid="globex")
+
+
+@pytest.fixture
+def event_type(db: None) -> EventType:
+    return EventTypeFactory(name="invoice.paid")
+
+
+@pytest.fixture
+def api(make_client: Callable[[Tenant | None], KeyedClient], tenant: Tenant) -> APIClient:
+    """A client holding a key of ``tenant``."""
+    return make_client(tenant).client
+
+
+@pytest.fixture
+def operator_api(make_client: Callable[[Tenant | None], KeyedClient]) -> APIClient:
+    return make_client(None).client
+
+
+@pytest.fixture
+def anon_api() -> APIClient:
+    return APIClient()

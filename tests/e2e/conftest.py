@@ -1,0 +1,138 @@
+"""End-to-end fixtures: a real Celery worker (with its scheduler) in a
+subprocess, real Redis, the test PostgreSQL database, and real HTTP receivers
+on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+
+from tests.e2e.receiver import Receiver
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Short timings so faults resolve in seconds instead of minutes.
+E2E_ENV = {
+    "HOOKPOST_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+    "HOOKPOST_SCHEDULER_INTERVAL_SECONDS": "0.25",
+    "HOOKPOST_DISPATCH_LEASE_SECONDS": "3",
+    "HOOKPOST_LEASE_MARGIN_SECONDS": "2",
+    "HOOKPOST_CONNECT_TIMEOUT_SECONDS": "2",
+}
+
+
+def _database_url() -> str:
+    db = django_settings.DATABASES["default"]
+    return (
+        f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+
+
+class Worker:
+    """``celery -A config worker -B`` as a child process, logging to a file."""
+
+    def __init__(self, tmp: Path, concurrency: int = 8, extra_env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.concurrency = concurrency
+        self.extra_env = extra_env or {}
+        self.log = tmp / f"worker-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Worker:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": django_settings.REDIS_URL,
+            "CELERY_BEAT_SCHEDULE_FILENAME": str(self.tmp / "beat-schedule"),
+            **E2E_ENV,
+            **self.extra_env,
+        }
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-B",
+            "--pool", "threads", "--concurrency", str(self.concurrency),
+            "-Q", "deliveries.first,deliveries.retry,maintenance",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--hostname", f"e2e-{time.monotonic_ns()}@%h",
+        ]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b" ready." in self.log.read_bytes():
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-whatever, as on an OOM kill."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+@pytest.fixture
+def e2e_settings(settings):  # type: ignore[no-untyped-def]
+    """The test process sees the same target allowlist as the worker."""
+    settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
+    settings.HOOKPOST_DISPATCH_LEASE_SECONDS = 3
+    return settings
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[redis.Redis]:
+    """The Redis database the suite uses as broker, emptied before e2e tests."""
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, django_db_blocker, broker, tmp_path_factory) -> Iterator[Worker]:  # type: ignore[no-untyped-def]
+    """One worker for a module of e2e tests."""
+    proc = Worker(tmp_path_factory.mktemp("worker")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def make_worker(django_db_setup, broker, tmp_path) -> Iterator[type[Worker]]:  # type: ignore[no-untyped-def]
+    """Start workers inside a test (fault tests); all are stopped afterwards."""
+    started: list[Worker] = []
+
+    def make(**kwargs: object) -> Worker:
+        proc = Worker(tmp_path, **kwargs).start()  # type: ignore[arg-type]
+        started.append(proc)
+        return proc
+
+    yield make  # type: ignore[misc]
+    for proc in started:
+        proc.stop()

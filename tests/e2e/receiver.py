@@ -1,0 +1,107 @@
+"""A real HTTP receiver on 127.0.0.1 for end-to-end tests.
+
+Each path can be given a script of behaviours, consumed one request at a time
+(the last one repeats): answer a status (with headers and a body), hang for a
+while before answering, or redirect. Every request is recorded with its
+arrival time, so tests can assert on what a receiver really got.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
+    delay: float = 0.0  # seconds to wait before answering (hang)
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() when the request arrived
+
+
+class Receiver:
+    """Start with ``Receiver().start()``; ``url(path)`` gives the address."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._scripts: dict[str, list[Reply]] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self.release = threading.Event()  # set to end every pending hang early
+
+    # -- control -------------------------------------------------------------------
+    def script(self, path: str, *replies: Reply) -> str:
+        with self._lock:
+            self._scripts[path] = list(replies)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> list[Received]:
+        """Wait until ``count`` requests arrived (at ``path``); fail the test otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.received(path)
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"receiver got {len(self.received(path))} of {count} requests at {path}")
+
+    # -- server --------------------------------------------------------------------
+    def _next_reply(self, path: str) -> Reply:
+        with self._lock:
+            script = self._scripts.get(path) or [Reply()]
+            return script.pop(0) if len(script) > 1 else script[0]
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.requests.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                    )
+                reply = receiver._next_reply(self.path)
+                if reply.delay:
+                    receiver.release.wait(reply.delay)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
