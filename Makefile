@@ -28,11 +28,19 @@ lint: install
 schema: install
 	DEBUG=true $(BIN)/python manage.py spectacular --validate --file /dev/null
 
-## Development server with a demo tenant. SQLite unless DATABASE_URL is set.
+## Web + worker + scheduler in one foreground command (Ctrl-C stops all).
+## SQLite and an embedded Redis unless DATABASE_URL / REDIS_URL are set.
 run: install
-	DEBUG=true $(BIN)/python manage.py migrate --no-input
-	DEBUG=true $(BIN)/python manage.py seed_demo
-	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:8000
+	@mkdir -p var
+	@if [ -z "$$REDIS_URL" ]; then \
+	  echo "REDIS_URL unset: starting the embedded Redis on 127.0.0.1:6390"; \
+	  $(BIN)/python -m config.embedded_redis 6390 > var/redis.log 2>&1 & echo $$! > var/redis.pid; \
+	  sleep 1; \
+	fi; \
+	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6390/0} PATH=$(CURDIR)/$(BIN):$$PATH; \
+	python manage.py migrate --no-input && python manage.py seed_demo && \
+	honcho start -f Procfile; \
+	status=$$?; [ -f var/redis.pid ] && kill $$(cat var/redis.pid) 2>/dev/null; rm -f var/redis.pid; exit $$status
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache
