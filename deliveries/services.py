@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
 
 from deliveries import dispatch
 from deliveries.engine import new_token
@@ -26,6 +27,8 @@ from webhooks.errors import Conflict, Invalid, PayloadTooLarge
 from webhooks.models import Endpoint, EventType, Tenant
 
 MESSAGE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+# ``…/messages/batch/`` is a route, so a message with that id could never be read.
+RESERVED_MESSAGE_IDS = frozenset({"batch"})
 MAX_SCHEMA_ERRORS = 10
 
 
@@ -132,8 +135,11 @@ def _check_message(context: _Context, new: NewMessage) -> EventType:
     errors: dict[str, list[str]] = {}
     if new.uid is not None and not MESSAGE_ID_PATTERN.match(new.uid):
         errors["id"] = ["Use 1-64 letters, digits, '_', '-', '.' or ':'."]
-    if new.idempotency_key is not None and not 1 <= len(new.idempotency_key) <= 255:
-        errors["idempotency_key"] = ["Use 1-255 characters."]
+    elif new.uid in RESERVED_MESSAGE_IDS:
+        errors["id"] = [f"{new.uid!r} is reserved (it names an API route)."]
+    key = new.idempotency_key
+    if key is not None and (not 1 <= len(key) <= 255 or "\x00" in key):
+        errors["idempotency_key"] = ["Use 1-255 characters, without NUL."]
     if new.event_type not in context.event_types:
         context.event_types[new.event_type] = EventType.objects.filter(name=new.event_type).first()
     event_type = context.event_types[new.event_type]
@@ -154,10 +160,18 @@ def _check_message(context: _Context, new: NewMessage) -> EventType:
             {"payload": [f"At most {limit} bytes of JSON."]},
         )
     if event_type.schema:
-        problems = [
-            f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
-            for error in Draft202012Validator(event_type.schema).iter_errors(new.payload)
-        ]
+        try:
+            problems = [
+                f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
+                for error in Draft202012Validator(event_type.schema).iter_errors(new.payload)
+            ]
+        except (RecursionError, Unresolvable) as exc:
+            # The schema is unusable (an endless or unresolvable reference) or
+            # the payload too deep for it: refuse clearly instead of a 500.
+            raise Invalid(
+                f"The payload cannot be checked against the schema of {event_type.name!r}.",
+                {"payload": ["The schema cannot be applied to it; an operator must fix the schema."]},
+            ) from exc
         if problems:
             raise Invalid(
                 f"The payload does not match the schema of {event_type.name!r}.",

@@ -52,7 +52,7 @@ class TenantListView(mixins.ListModelMixin, GenericAPIView):  # type: ignore[typ
     def get(self, request: Request) -> Response:
         return self.list(request)
 
-    @extend_schema(operation_id="tenants_create")
+    @extend_schema(operation_id="tenants_create", responses={201: TenantSerializer, 409: None})
     def post(self, request: Request) -> Response:
         data = _valid(TenantSerializer, request)
         tenant = services.tenant_create(
@@ -95,6 +95,7 @@ class EventTypeListView(mixins.ListModelMixin, GenericAPIView):  # type: ignore[
     def get(self, request: Request) -> Response:
         return self.list(request)
 
+    @extend_schema(responses={201: EventTypeSerializer, 409: None})
     def post(self, request: Request) -> Response:
         data = _valid(EventTypeSerializer, request)
         event_type = services.event_type_create(
@@ -110,6 +111,8 @@ class EventTypeDetailView(GenericAPIView):  # type: ignore[type-arg]
     serializer_class = EventTypeSerializer
 
     def _get(self, name: str) -> EventType:
+        if "\x00" in name:  # no name has one; PostgreSQL would refuse the query
+            raise NotFound()
         event_type = selectors.event_type_list().filter(name=name).first()
         if event_type is None:
             raise NotFound()

@@ -16,6 +16,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from jsonschema_specifications import REGISTRY as METASCHEMAS
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from webhooks import signing
 from webhooks.api_keys import generate_api_key, hash_api_key, shown_prefix
@@ -151,6 +154,40 @@ def _check_schema(schema: dict[str, Any] | None) -> None:
         raise Invalid(
             "The schema is not a valid JSON Schema.", {"schema": [exc.message]}
         ) from exc
+    # A schema that passes the metaschema can still be unusable; refuse it here
+    # rather than fail every publish of the event type later.
+    problems = _unresolvable_references(schema)
+    if problems:
+        raise Invalid("The schema refers to schemas it does not contain.", {"schema": problems})
+    try:
+        validator = Draft202012Validator(schema)
+        for probe in (None, {}, []):
+            validator.is_valid(probe)
+    except RecursionError as exc:
+        raise Invalid(
+            "The schema refers to itself without end.",
+            {"schema": ["A reference cycle applies the schema to the same value forever."]},
+        ) from exc
+
+
+def _unresolvable_references(schema: dict[str, Any]) -> list[str]:
+    """``$ref``/``$dynamicRef`` values that do not resolve (remote schemas are never fetched)."""
+    root = DRAFT202012.create_resource(schema)
+    stack = [(root, METASCHEMAS.resolver_with_root(root))]
+    problems: list[str] = []
+    while stack:
+        resource, resolver = stack.pop()
+        resolver = resolver.in_subresource(resource)
+        contents = resource.contents
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = contents.get(keyword) if isinstance(contents, dict) else None
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable:
+                    problems.append(f"{keyword} {ref!r} cannot be resolved within the schema.")
+        stack.extend((sub, resolver) for sub in resource.subresources())
+    return problems
 
 
 # --- Endpoints -----------------------------------------------------------------

@@ -5,9 +5,11 @@ while new rows arrive. Newest first.
 """
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
@@ -32,8 +34,20 @@ class DataCursorPagination(CursorPagination):
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound as exc:
+            raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
+        if cursor is None or cursor.position is None:
+            return cursor
+        # The position is a created_at that the client sent back; a forged one
+        # must be a 422 here, not a 500 from the query (PostgreSQL also refuses
+        # offsets that Python accepts, so it is normalized to UTC).
+        try:
+            position = parse_datetime(cursor.position)
+            if position is None or position.tzinfo is None:
+                raise ValueError(cursor.position)
+            return cursor._replace(position=position.astimezone(UTC).isoformat())
+        except (ValueError, OverflowError) as exc:
             raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
 
     def encode_cursor(self, cursor: Cursor) -> str:

@@ -1,7 +1,15 @@
-"""JSON parser with a size limit, so oversized bodies get 413 before parsing."""
+"""JSON parser with a size limit, so oversized bodies get 413 before parsing.
+
+It also refuses (400) JSON that is valid but cannot be stored or processed:
+NUL characters (PostgreSQL text and jsonb cannot hold them), unpaired
+surrogates (not encodable as UTF-8) and nesting deeper than ``MAX_DEPTH``
+(it would exhaust Python's recursion when serialized or validated). Such
+bodies would otherwise fail deep inside a view with a 500.
+"""
 from __future__ import annotations
 
 import json
+import re
 from typing import IO, Any, Mapping
 
 from django.conf import settings
@@ -10,9 +18,33 @@ from rest_framework.parsers import JSONParser
 
 from config.api.errors import RequestTooLarge
 
+MAX_DEPTH = 64
+# Both can only arrive as \u escapes: raw control characters and surrogates
+# encoded as bytes are already refused by the decoder and json.loads.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_storable(value: Any, text: str) -> None:
+    """Raise ParseError for NUL, unpaired surrogates or nesting over MAX_DEPTH."""
+    check_strings = "\\u" in text
+    if not check_strings and text.count("[") + text.count("{") <= MAX_DEPTH:
+        return  # cannot be too deep; the common case costs two C-speed counts
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise ParseError(f"The body is nested deeper than {MAX_DEPTH} levels.")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+            if isinstance(item, dict) and check_strings:
+                stack.extend((key, depth) for key in item)
+        elif check_strings and isinstance(item, str) and _UNSTORABLE.search(item):
+            raise ParseError("The body contains \\u0000 or an unpaired surrogate, which cannot be stored.")
 
 
 class LimitedJSONParser(JSONParser):
@@ -33,6 +65,11 @@ class LimitedJSONParser(JSONParser):
         if len(raw) > limit:
             raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            text = raw.decode("utf-8")
+            value = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError(f"The body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ParseError(f"The body is nested deeper than {MAX_DEPTH} levels.") from exc
+        _check_storable(value, text)
+        return value
