@@ -11,10 +11,14 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from deliveries import selectors, services
+from deliveries import replay, selectors, services
 from deliveries.filters import DeliveryFilter, MessageFilter
 from deliveries.models import Delivery, Message
 from deliveries.serializers import (
+    DeliveryIdsSerializer,
+    RecoverResultSerializer,
+    RecoverSerializer,
+    ReplayReportSerializer,
     DeliveryDetailSerializer,
     DeliverySerializer,
     MessageAcceptedSerializer,
@@ -24,6 +28,7 @@ from deliveries.serializers import (
     MessageDetailSerializer,
     MessageSerializer,
 )
+from webhooks.selectors import endpoint_get
 from webhooks.tenancy import TenantScopedView
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -80,7 +85,7 @@ class MessageBatchView(TenantScopedView):
     @extend_schema(
         request=MessageBatchSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={202: MessageBatchAcceptedSerializer, 200: MessageBatchAcceptedSerializer},
+        responses={202: MessageBatchAcceptedSerializer, 200: MessageBatchAcceptedSerializer, 409: None},
         description="Up to 1,000 messages in one transaction: all are accepted or none. "
         "With Idempotency-Key K, item i uses the key K:i.",
     )
@@ -131,3 +136,56 @@ class DeliveryDetailView(TenantScopedView):
         if delivery is None:
             raise NotFound()
         return Response(DeliveryDetailSerializer(delivery).data)
+
+
+# --- Replay ------------------------------------------------------------------------
+
+
+class DeliveryReplayView(TenantScopedView):
+    serializer_class = DeliverySerializer
+
+    @extend_schema(operation_id="deliveries_replay", request=None, responses={202: DeliverySerializer, 409: None})
+    def post(self, request: Request, uid: str, delivery_id: str) -> Response:
+        delivery = selectors.delivery_get(tenant=self.tenant, uid=delivery_id)
+        if delivery is None:
+            raise NotFound()
+        replayed = replay.delivery_replay(delivery=delivery)
+        return Response(DeliverySerializer(replayed).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DeliveryBulkReplayView(TenantScopedView):
+    serializer_class = ReplayReportSerializer
+
+    @extend_schema(
+        operation_id="deliveries_replay_selection",
+        request=DeliveryIdsSerializer,
+        responses={202: ReplayReportSerializer},
+        description="Replay up to 1,000 deliveries by id; pending or in-flight ones are left alone.",
+    )
+    def post(self, request: Request, uid: str) -> Response:
+        serializer = DeliveryIdsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        chosen = selectors.delivery_list(tenant=self.tenant).filter(uid__in=serializer.validated_data["ids"])
+        report = replay.deliveries_replay(tenant=self.tenant, deliveries=chosen)
+        return Response(ReplayReportSerializer(report).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EndpointRecoverView(TenantScopedView):
+    serializer_class = RecoverResultSerializer
+
+    @extend_schema(
+        operation_id="endpoints_recover",
+        request=RecoverSerializer,
+        responses={202: RecoverResultSerializer, 409: None},
+    )
+    def post(self, request: Request, uid: str, endpoint_id: str) -> Response:
+        endpoint = endpoint_get(tenant=self.tenant, uid=endpoint_id)
+        if endpoint is None:
+            raise NotFound()
+        serializer = RecoverSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        count = replay.endpoint_recover(
+            endpoint=endpoint, since=data["since"], until=data.get("until"), statuses=data.get("statuses")
+        )
+        return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)

@@ -93,7 +93,19 @@ def delivery_claim(*, delivery_id: int, token: str | None) -> tuple[Delivery, st
     )
     if delivery is None:
         return None
+    # Shorten the lease to what this endpoint's attempt may take, so a worker
+    # killed mid-request is replaced after its timeout, not after the maximum.
+    lease_seconds = _timeout_of(delivery.endpoint) + settings.HOOKPOST_LEASE_MARGIN_SECONDS
+    Delivery.objects.filter(pk=delivery_id, lease_token=claim_token).update(
+        lease_expires_at=now + timedelta(seconds=lease_seconds)
+    )
     return delivery, claim_token
+
+
+def _timeout_of(endpoint: Endpoint) -> int:
+    """The whole-request timeout of one attempt to ``endpoint``, in seconds."""
+    timeout = endpoint.timeout_seconds or settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS
+    return min(timeout, settings.HOOKPOST_MAX_TIMEOUT_SECONDS)
 
 
 # --- One attempt -------------------------------------------------------------------
@@ -154,8 +166,7 @@ def build_request(delivery: Delivery, endpoint: Endpoint, timestamp: int) -> Out
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signing.signature_header(secrets, message.uid, timestamp, body),
     }
-    timeout = min(endpoint.timeout_seconds or settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS, settings.HOOKPOST_MAX_TIMEOUT_SECONDS)
-    return OutboundRequest(url=endpoint.url, headers=headers, body=body, timeout=float(timeout))
+    return OutboundRequest(url=endpoint.url, headers=headers, body=body, timeout=float(_timeout_of(endpoint)))
 
 
 def _record(

@@ -107,3 +107,28 @@ class DeliveryDetailSerializer(DeliverySerializer):
     class Meta(DeliverySerializer.Meta):
         fields = [*DeliverySerializer.Meta.fields, "attempts"]
         read_only_fields = fields
+
+
+class DeliveryIdsSerializer(serializers.Serializer[Any]):
+    ids = serializers.ListField(
+        child=serializers.CharField(max_length=40), allow_empty=False, max_length=1000
+    )
+
+
+class ReplayReportSerializer(serializers.Serializer[Any]):
+    replayed = serializers.IntegerField()
+    not_replayed = serializers.IntegerField(help_text="Pending, in flight, or endpoint disabled.")
+
+
+class RecoverSerializer(serializers.Serializer[Any]):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField(required=False)
+    statuses = serializers.ListField(
+        child=serializers.ChoiceField(choices=["failed", "dead", "skipped"]),
+        required=False,
+        allow_empty=False,
+    )
+
+
+class RecoverResultSerializer(serializers.Serializer[Any]):
+    replayed = serializers.IntegerField()

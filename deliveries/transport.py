@@ -18,8 +18,11 @@ exceptions, cross this boundary).
 """
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +30,8 @@ from urllib.parse import urlsplit
 
 import urllib3
 from django.conf import settings
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -104,12 +109,105 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         return [ipaddress.IPv4Address(packed)]
 
 
+# --- The whole-request deadline ------------------------------------------------------
+#
+# urllib3 and http.client only know per-socket-operation timeouts, so a
+# receiver that drips its status line or headers a byte at a time could hold
+# a worker for ever. Nothing in the standard library or urllib3 offers a
+# deadline for a whole request, hence this small watchdog: one thread that
+# shuts down the socket of any request still running at its deadline, which
+# makes the blocked read fail at once.
+
+_local = threading.local()
+
+
+class _Watchdog:
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, object]] = []
+        self._cancelled: set[int] = set()
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: object, deadline: float) -> int:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="transport-watchdog", daemon=True)
+                self._thread.start()
+            seq = next(self._seq)
+            heapq.heappush(self._heap, (deadline, seq, conn))
+            self._cond.notify()
+            return seq
+
+    def disarm(self, seq: int) -> None:
+        with self._cond:
+            self._cancelled.add(seq)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, seq, conn = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                if seq in self._cancelled:
+                    self._cancelled.discard(seq)
+                    continue
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _DeadlineMixin:
+    """Arms the watchdog with the calling thread's deadline on connect and request."""
+
+    def _arm(self) -> None:
+        deadline = getattr(_local, "deadline", None)
+        if deadline is not None and getattr(_local, "armed", None) is None:
+            _local.armed = _WATCHDOG.arm(self, deadline)
+
+    def connect(self) -> None:
+        self._arm()
+        super().connect()  # type: ignore[misc]
+
+    def request(self, *args: object, **kwargs: object) -> None:
+        self._arm()
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_DeadlineMixin, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineMixin, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
 class Transport:
     """Sends signed webhook requests. One instance per worker process."""
 
     def __init__(self, resolver: Resolver | None = None, num_pools: int = 200) -> None:
         self._resolver = resolver or resolve
         self._pools = urllib3.PoolManager(num_pools=num_pools, maxsize=4, block=False, retries=False)
+        self._pools.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
     def send(
         self,
@@ -132,18 +230,24 @@ class Transport:
                 duration_ms=_ms(started),
             )
         deadline = started + timeout
+        timed_out = _failure("Timeout", f"no complete response within {timeout:g} s", started)
+        _local.deadline, _local.armed = deadline, None
         try:
             return self._post(url, target_ip, target, headers, body, connect, deadline, started)
         except (ConnectTimeoutError, NewConnectionError) as exc:
             return _failure("ConnectionError", _reason(exc), started, connected=False)
-        except ReadTimeoutError:
-            return _failure("Timeout", f"no complete response within {timeout:g} s", started)
-        except _Deadline:
-            return _failure("Timeout", f"no complete response within {timeout:g} s", started)
+        except (ReadTimeoutError, _Deadline):
+            return _failure("Timeout", timed_out.error_message, started)
         except SSLError as exc:
             return _failure("TLSError", _reason(exc), started)
         except (ProtocolError, HTTPError, OSError) as exc:
+            if time.monotonic() >= deadline:  # the watchdog cut the socket
+                return _failure("Timeout", timed_out.error_message, started)
             return _failure("ConnectionError", _reason(exc), started)
+        finally:
+            if _local.armed is not None:
+                _WATCHDOG.disarm(_local.armed)
+            _local.deadline = _local.armed = None
 
     def _vet(self, url: str) -> tuple[IPAddress, Target]:
         allowed = parse_networks(settings.HOOKPOST_ALLOWED_TARGET_NETWORKS)
@@ -164,7 +268,9 @@ class Transport:
             try:
                 check_address(address, allowed)
             except TargetRejected as exc:
-                raise _Refused("TargetRejected", f"refused target: {target.host} resolves to {exc}") from exc
+                raise _Refused(
+                    "TargetRejected", f"refused target: {target.host} resolves to a blocked address; {exc}"
+                ) from exc
         return addresses[0], target
 
     def _post(

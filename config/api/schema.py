@@ -31,6 +31,9 @@ _ALWAYS = {
     "422": "Validation failed; `details` maps fields to messages.",
 }
 _WITH_BODY = {"413": "Payload or request body too large.", "415": "Body is not JSON."}
+# Error statuses a view declares itself (``responses={409: None}``) get the
+# envelope too; drf-spectacular would document them without a body.
+_DECLARED = {"409": "Conflicts with existing state.", "429": "Too many requests; see Retry-After."}
 
 
 def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
@@ -44,4 +47,9 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
                 extra.update(_WITH_BODY)
             for code, description in extra.items():
                 responses.setdefault(code, {"description": description, "content": ref})
+            for code, response in responses.items():
+                if str(code)[0] in "45" and "content" not in response:
+                    response["content"] = ref
+                    if response.get("description") in (None, "", "No response body"):
+                        response["description"] = _DECLARED.get(str(code), "Error.")
     return result

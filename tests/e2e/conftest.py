@@ -36,6 +36,17 @@ def _database_url() -> str:
     )
 
 
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 class Worker:
     """``celery -A config worker -B`` as a child process, logging to a file."""
 
@@ -77,8 +88,16 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL: the worker dies mid-whatever, as on an OOM kill."""
         assert self.proc is not None
+        children = _children(self.proc.pid)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        # The embedded beat (-B) is a child process that would live on as an
+        # orphan; the machine it ran on is gone too in the scenario we play.
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

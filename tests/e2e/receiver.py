@@ -74,14 +74,14 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else small replies stall on delayed ACKs
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:
-                    receiver.requests.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
-                    )
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver.requests.append(Received(self.path, headers, body, time.time()))
                 reply = receiver._next_reply(self.path)
                 if reply.delay:
                     receiver.release.wait(reply.delay)

@@ -13,7 +13,9 @@ from tests.e2e.receiver import Receiver, Reply
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def test_published_message_arrives_signed_and_verifies(worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type):
+def test_published_message_arrives_signed_and_verifies(
+    worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type
+):
     client = make_client(tenant).client
     url = receiver.script("/hook", Reply(200))
     created = client.post(f"/api/v1/tenants/{tenant.uid}/endpoints/", {"url": url}, format="json")

@@ -1,0 +1,166 @@
+"""The HTTP transport against real sockets on 127.0.0.1."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from deliveries.transport import USER_AGENT, Transport
+
+Handler = Callable[[socket.socket], None]
+
+
+@pytest.fixture(autouse=True)
+def _allow_loopback(settings):
+    settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
+    settings.HOOKPOST_RESPONSE_MAX_BYTES = 1024
+
+
+class RawServer:
+    """A TCP server whose handler scripts the bytes of each connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            self.handler(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[Handler], RawServer]]:
+    made: list[RawServer] = []
+
+    def make(handler: Handler) -> RawServer:
+        made.append(RawServer(handler))
+        return made[-1]
+
+    yield make
+    for srv in made:
+        srv.sock.close()
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head
+
+
+def _send(transport: Transport, url: str, timeout: float = 2.0):  # type: ignore[no-untyped-def]
+    return transport.send(url, {"Content-Type": "application/json"}, b'{"a":1}', timeout=timeout)
+
+
+def test_headers_dripped_forever_are_cut_at_the_deadline(server):
+    def drip_headers(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for i in range(200):
+            conn.sendall(b"X-Drip: %d\r\n" % i)
+            time.sleep(0.2)
+
+    srv = server(drip_headers)
+    started = time.monotonic()
+
+    result = _send(Transport(), srv.url(), timeout=1.0)
+
+    assert result.error_class == "Timeout"
+    assert time.monotonic() - started < 1.8
+
+
+def test_body_dripped_forever_is_cut_at_the_deadline(server):
+    def drip_body(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(200):
+            conn.sendall(b"x")
+            time.sleep(0.2)
+
+    srv = server(drip_body)
+    started = time.monotonic()
+
+    result = _send(Transport(), srv.url(), timeout=1.0)
+
+    assert result.error_class == "Timeout"
+    assert time.monotonic() - started < 1.8
+
+
+def test_response_read_is_capped(server):
+    def big(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"y" * 1_000_000)
+
+    result = _send(Transport(), server(big).url())
+
+    assert result.status == 200 and result.ok
+    assert len(result.body) == 1024
+
+
+def test_redirects_are_not_followed_and_user_agent_is_fixed(server):
+    seen: list[bytes] = []
+
+    def redirect(conn: socket.socket) -> None:
+        seen.append(_read_request(conn))
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/elsewhere\r\nContent-Length: 0\r\n\r\n")
+
+    result = _send(Transport(), server(redirect).url())
+
+    assert result.status == 302 and not result.ok
+    assert len(seen) == 1
+    assert f"User-Agent: {USER_AGENT}".encode() in seen[0]
+
+
+def test_keep_alive_connections_are_reused(server):
+    def keep_alive(conn: socket.socket) -> None:
+        for _ in range(3):
+            _read_request(conn)
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    srv = server(keep_alive)
+    transport = Transport()
+
+    results = [_send(transport, srv.url()) for _ in range(3)]
+
+    assert [r.status for r in results] == [204, 204, 204]
+    assert srv.connections == 1
+
+
+def test_refused_connection_is_a_result_not_an_exception():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+
+    result = _send(Transport(), f"http://127.0.0.1:{port}/hook")
+
+    assert result.status is None
+    assert result.error_class == "ConnectionError"
