@@ -37,8 +37,10 @@ run: install
 	  $(BIN)/python -m config.embedded_redis 6390 > var/redis.log 2>&1 & echo $$! > var/redis.pid; \
 	  sleep 1; \
 	fi; \
-	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6390/0} PATH=$(CURDIR)/$(BIN):$$PATH; \
-	python manage.py migrate --no-input && python manage.py seed_demo && \
+	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6390/0} PATH=$(CURDIR)/$(BIN):$$PATH \
+	  HOOKPOST_ALLOWED_TARGET_NETWORKS=$${HOOKPOST_ALLOWED_TARGET_NETWORKS:-127.0.0.1/32}; \
+	python manage.py migrate --no-input && \
+	python manage.py seed_demo --receiver-url http://127.0.0.1:9000/webhooks && \
 	honcho start -f Procfile; \
 	status=$$?; [ -f var/redis.pid ] && kill $$(cat var/redis.pid) 2>/dev/null; rm -f var/redis.pid; exit $$status
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -50,6 +51,8 @@ def decode_secret(secret: str) -> bytes:
 
 # --- Signatures ------------------------------------------------------------------
 SIGNATURE_VERSION = "v1"
+#: The three headers of a signed request, in the order id, timestamp, signature.
+HEADER_NAMES = ("webhook-id", "webhook-timestamp", "webhook-signature")
 DEFAULT_TOLERANCE_SECONDS = 300
 
 
@@ -58,23 +61,23 @@ class VerificationError(Exception):
 
 
 class MissingHeader(VerificationError):
-    pass
+    """``webhook-id``, ``webhook-timestamp`` or ``webhook-signature`` is absent or empty."""
 
 
 class BadHeader(VerificationError):
-    pass
+    """A header is present but malformed (timestamp not digits, no ``v1`` signature)."""
 
 
 class StaleTimestamp(VerificationError):
-    pass
+    """The timestamp is older than the tolerance: possibly a replay of a captured request."""
 
 
 class FutureTimestamp(VerificationError):
-    pass
+    """The timestamp is further ahead than the tolerance: a clock is off, or a forgery."""
 
 
 class NoMatchingSignature(VerificationError):
-    pass
+    """Well-formed, fresh, but no signature matches any secret: wrong secret or altered request."""
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -98,36 +101,96 @@ def verify(
 ) -> None:
     """Check a Standard Webhooks request; return None or raise a VerificationError.
 
+    ``secrets_`` is one secret or several (during a rotation), each with or
+    without the ``whsec_`` prefix. ``headers`` is any mapping; names are
+    matched case-insensitively. ``body`` must be the raw bytes received: a
+    re-encoded or re-serialized body does not verify.
+
+    Raises, in this order of checks:
+
+    - MissingHeader: ``webhook-id``, ``webhook-timestamp`` or
+      ``webhook-signature`` is absent or empty;
+    - BadHeader: the timestamp is not unix seconds in decimal digits, or the
+      signature header holds no well-formed ``v1,<base64 of 32 bytes>`` entry;
+    - StaleTimestamp / FutureTimestamp: the timestamp is more than
+      ``tolerance`` seconds before / after ``now`` (default: the clock);
+    - NoMatchingSignature: no ``v1`` signature matches any of the secrets.
+
     Every ``v1`` signature in the header is compared, in constant time, with
-    the signature under every given secret; one match is enough. The timestamp
-    must be within ``tolerance`` seconds of now, in either direction.
+    the expected signature under every secret; one match is enough. Entries of
+    other versions (``v1a,...``) are ignored, as the specification asks.
+    Configuration errors are not VerificationErrors: no secrets or a negative
+    tolerance raise ValueError, a malformed secret raises InvalidSecret.
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        msg_id = lowered["webhook-id"]
-        raw_ts = lowered["webhook-timestamp"]
-        raw_sigs = lowered["webhook-signature"]
-    except KeyError as exc:
-        raise MissingHeader(f"missing header {exc.args[0]}") from exc
-    try:
-        timestamp = int(raw_ts)
-    except ValueError as exc:
-        raise BadHeader("webhook-timestamp is not an integer") from exc
+    if tolerance < 0:
+        raise ValueError("tolerance must be >= 0 seconds")
+    # Decode the secrets before looking at the request, so a misconfigured
+    # receiver fails on every request instead of hiding behind 400s.
+    keys = [decode_secret(s) for s in ([secrets_] if isinstance(secrets_, str) else secrets_)]
+    if not keys:
+        raise ValueError("verify needs at least one secret")
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise TypeError("verify the raw body bytes, not a decoded string")
+
+    msg_id, raw_ts, raw_sigs = _required_headers(headers)
+    if not _TIMESTAMP_RE.fullmatch(raw_ts):
+        raise BadHeader("webhook-timestamp must be unix seconds in decimal digits")
+    timestamp = int(raw_ts)
     current = time.time() if now is None else now
     if timestamp < current - tolerance:
-        raise StaleTimestamp("webhook-timestamp is too old")
+        raise StaleTimestamp(
+            f"webhook-timestamp is {current - timestamp:.0f}s old; at most {tolerance}s is accepted"
+        )
     if timestamp > current + tolerance:
-        raise FutureTimestamp("webhook-timestamp is in the future")
-    candidates = [
-        part.split(",", 1)[1]
-        for part in raw_sigs.split()
-        if part.startswith(f"{SIGNATURE_VERSION},") and len(part) > 3
-    ]
+        raise FutureTimestamp(
+            f"webhook-timestamp is {timestamp - current:.0f}s in the future; at most {tolerance}s "
+            "is accepted (check the clocks)"
+        )
+
+    candidates = _v1_signatures(raw_sigs)
     if not candidates:
-        raise BadHeader("webhook-signature has no v1 signature")
-    secret_list = [secrets_] if isinstance(secrets_, str) else list(secrets_)
-    for secret in secret_list:
-        expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1]
-        if any(hmac.compare_digest(expected.encode(), got.encode()) for got in candidates):
-            return
-    raise NoMatchingSignature("no signature matches")
+        raise BadHeader("webhook-signature holds no 'v1,<base64 signature>' entry")
+    # raw_ts is canonical (no sign, no leading zeros), so it is exactly the
+    # text the sender signed; any other spelling was refused above.
+    to_sign = f"{msg_id}.{raw_ts}.".encode() + bytes(body)
+    matched = False
+    for key in keys:
+        expected = hmac.new(key, to_sign, hashlib.sha256).digest()
+        for candidate in candidates:
+            # No early exit: the time taken does not depend on which pair matched.
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise NoMatchingSignature("no signature in webhook-signature matches the secret(s)")
+
+
+# Unix seconds without sign or leading zeros (the form senders sign); at most
+# 15 digits keeps int() cheap and far beyond any real clock.
+_TIMESTAMP_RE = re.compile(r"0|[1-9][0-9]{0,14}")
+_DIGEST_BYTES = hashlib.sha256().digest_size
+
+
+def _required_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    """The stripped id, timestamp and signature values; MissingHeader if any is absent or empty."""
+    lowered = {str(k).lower(): v for k, v in headers.items()}
+    # Surrounding whitespace is not part of an HTTP field value.
+    values = [str(lowered.get(name) or "").strip() for name in HEADER_NAMES]
+    missing = [name for name, value in zip(HEADER_NAMES, values, strict=True) if not value]
+    if missing:
+        raise MissingHeader(f"missing header {', '.join(missing)}")
+    return values[0], values[1], values[2]
+
+
+def _v1_signatures(header: str) -> list[bytes]:
+    """The decoded digests of the well-formed ``v1`` entries of a signature header."""
+    digests: list[bytes] = []
+    for entry in header.split():
+        version, _, encoded = entry.partition(",")
+        if version != SIGNATURE_VERSION:
+            continue
+        try:
+            digest = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(digest) == _DIGEST_BYTES:
+            digests.append(digest)
+    return digests

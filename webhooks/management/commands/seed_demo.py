@@ -1,5 +1,9 @@
 """``python manage.py seed_demo``: a demo tenant, event type and API key for ``make run``.
 
+With ``--receiver-url`` it also registers that URL (the demo receiver) as an
+endpoint and writes the endpoint's signing secrets to ``--secret-file``, one
+per line, for the receiver to verify with.
+
 Safe to run again: existing rows are kept; a new API key is printed each time
 because keys are stored hashed and cannot be shown twice.
 """
@@ -9,7 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from webhooks import services
+from pathlib import Path
+
+from webhooks import selectors, services
 from webhooks.models import EventType, Tenant
 
 DEMO_TENANT = "demo"
@@ -21,6 +27,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+        parser.add_argument("--receiver-url", default="", help="Register this URL as the demo endpoint")
+        parser.add_argument("--secret-file", default="var/demo-receiver-secrets")
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(uid=DEMO_TENANT).first() or services.tenant_create(
@@ -29,6 +37,17 @@ class Command(BaseCommand):
         if not EventType.objects.filter(name=DEMO_EVENT_TYPE).exists():
             services.event_type_create(name=DEMO_EVENT_TYPE, description="A demo event.")
         _, raw = services.api_key_create(tenant=tenant, name="make run demo")
+        if options["receiver_url"]:
+            endpoint = tenant.endpoints.filter(url=options["receiver_url"]).first()
+            if endpoint is None:
+                endpoint = services.endpoint_create(
+                    tenant=tenant, url=options["receiver_url"], description="make run demo receiver"
+                ).endpoint
+            secrets = selectors.endpoint_signing_secrets(endpoint=endpoint)
+            path = Path(options["secret_file"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(secrets) + "\n")
+            path.chmod(0o600)
         base = options["base_url"]
         self.stdout.write(
             f"\nDemo tenant '{tenant.uid}' is ready. API key (shown once): {raw}\n"
