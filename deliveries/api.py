@@ -149,6 +149,9 @@ class DeliveryReplayView(TenantScopedView):
         delivery = selectors.delivery_get(tenant=self.tenant, uid=delivery_id)
         if delivery is None:
             raise NotFound()
+        # No input is needed, but the body is parsed like on every write route, so a
+        # malformed, non-JSON or oversized one is refused (400/415/413) and replays nothing.
+        _ = request.data
         replayed = replay.delivery_replay(delivery=delivery)
         return Response(DeliverySerializer(replayed).data, status=status.HTTP_202_ACCEPTED)
 

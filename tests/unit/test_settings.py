@@ -1,0 +1,67 @@
+"""Settings come from the environment, and production is the default.
+
+Each case imports the real ``config.settings`` in a fresh interpreter with a
+clean environment, as a deployed process would.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+START = (
+    "import django; from django.conf import settings; django.setup(); "
+    "print('DEBUG=%s SECRET_KEY=%s' % (settings.DEBUG, settings.SECRET_KEY))"
+)
+
+
+def start(**env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``django.setup()`` with ``config.settings`` and only ``env`` set."""
+    clean = {"PATH": os.defpath, "DJANGO_SETTINGS_MODULE": "config.settings", **env}
+    return subprocess.run(
+        [sys.executable, "-c", START],
+        cwd=PROJECT_DIR,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_without_secret_key_refuses_to_start() -> None:
+    result = start()
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_debug_true_starts_without_secret_key() -> None:
+    result = start(DEBUG="true")
+
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG=True" in result.stdout
+
+
+@pytest.mark.parametrize("typo", ["ture", "yes please", "2"])
+def test_a_debug_typo_stops_the_process(typo: str) -> None:
+    result = start(DEBUG=typo, SECRET_KEY="x" * 50)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "DEBUG must be true or false" in result.stderr
+
+
+def test_secret_key_is_read_from_secret_key_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret_key"
+    secret_file.write_text("from-a-mounted-file-0123456789abcdefghijklmnop\n", encoding="utf-8")
+
+    result = start(SECRET_KEY_FILE=str(secret_file))
+
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG=False" in result.stdout
+    assert "SECRET_KEY=from-a-mounted-file-0123456789abcdefghijklmnop\n" in result.stdout
