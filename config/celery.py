@@ -26,7 +26,10 @@ RETRY_QUEUE = "deliveries.retry"
 MAINTENANCE_QUEUE = "maintenance"
 
 app.conf.task_queues = (Queue(FIRST_QUEUE), Queue(RETRY_QUEUE), Queue(MAINTENANCE_QUEUE))
-app.conf.task_routes = {"hookpost.dispatch_due": {"queue": MAINTENANCE_QUEUE}}
+app.conf.task_routes = {
+    "hookpost.dispatch_due": {"queue": MAINTENANCE_QUEUE},
+    "hookpost.purge_expired": {"queue": MAINTENANCE_QUEUE},
+}
 
 
 def _scheduler_interval() -> float:
@@ -44,7 +47,12 @@ def _setup_beat(sender: Celery, **kwargs: object) -> None:
             "schedule": timedelta(seconds=interval),
             # A tick nobody ran in time is worthless; the next one covers it.
             "options": {"queue": MAINTENANCE_QUEUE, "expires": max(interval * 5, 5)},
-        }
+        },
+        "purge-expired-history": {
+            "task": "hookpost.purge_expired",
+            "schedule": timedelta(hours=1),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": 3600},
+        },
     }
 
 
@@ -75,3 +83,6 @@ def _noop() -> None:
 app.steps["worker"].add(_WakeEventLoop)
 
 app.autodiscover_tasks(["deliveries"])
+
+# Request ids travel from the API into tasks (signal handlers register on import).
+import config.log_context  # noqa: E402,F401

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.log_context.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -171,10 +172,28 @@ HOOKPOST_ENCRYPTION_KEY = env_str("HOOKPOST_ENCRYPTION_KEY")
 # with the API's own limit so the API can answer 413 itself.
 DATA_UPLOAD_MAX_MEMORY_SIZE = HOOKPOST_MAX_REQUEST_BYTES + 1024
 
+# One JSON object per line in production (LOG_FORMAT=json); readable text in
+# development. Every line carries the request id (see config.log_context).
+LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "config.log_context.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
@@ -220,3 +239,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME") or str(BASE_DIR / "var" / "celerybeat-schedule")
+
+# --- Retention --------------------------------------------------------------------
+# Dead letters are kept at least this long, even past a tenant's retention.
+HOOKPOST_DEAD_LETTER_RETENTION_DAYS = env_int("HOOKPOST_DEAD_LETTER_RETENTION_DAYS", 90)
+HOOKPOST_RETENTION_BATCH_SIZE = env_int("HOOKPOST_RETENTION_BATCH_SIZE", 1000)

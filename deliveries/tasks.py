@@ -12,7 +12,7 @@ from celery import shared_task
 from django.conf import settings
 
 from config.celery import FIRST_QUEUE, RETRY_QUEUE, app
-from deliveries import dispatch, engine, scheduler
+from deliveries import dispatch, engine, retention, scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def dispatch_due() -> None:
             break
     if total:
         logger.info("dispatched %d due deliveries", total)
+
+
+@shared_task(name="hookpost.purge_expired", ignore_result=True)
+def purge_expired() -> None:
+    """Retention: delete history older than each tenant's retention days."""
+    retention.purge_expired()
 
 
 def enqueue(delivery_ids: list[int], token: str, first_attempt: bool) -> None:
