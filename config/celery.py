@@ -86,3 +86,11 @@ app.autodiscover_tasks(["deliveries"])
 
 # Request ids travel from the API into tasks (signal handlers register on import).
 import config.log_context  # noqa: E402,F401
+from celery.signals import worker_init  # noqa: E402
+
+
+@worker_init.connect
+def _worker_metrics(**kwargs: object) -> None:
+    from config.metrics import start_worker_metrics_server
+
+    start_worker_metrics_server()

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.log_context.RequestIdMiddleware",
+    "config.metrics.ApiMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -244,3 +245,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME") or str(
 # Dead letters are kept at least this long, even past a tenant's retention.
 HOOKPOST_DEAD_LETTER_RETENTION_DAYS = env_int("HOOKPOST_DEAD_LETTER_RETENTION_DAYS", 90)
 HOOKPOST_RETENTION_BATCH_SIZE = env_int("HOOKPOST_RETENTION_BATCH_SIZE", 1000)
+
+# --- Metrics -----------------------------------------------------------------------
+HOOKPOST_METRICS_TOKEN = env_str("HOOKPOST_METRICS_TOKEN")
+# Tenant ids as a metric label: only where the number of tenants is small.
+HOOKPOST_METRICS_TENANT_LABELS = env_bool("HOOKPOST_METRICS_TENANT_LABELS", False)
+HOOKPOST_WORKER_METRICS_PORT = env_int("HOOKPOST_WORKER_METRICS_PORT", 0)
+HOOKPOST_WORKER_METRICS_ADDR = env_str("HOOKPOST_WORKER_METRICS_ADDR", "127.0.0.1") or "127.0.0.1"

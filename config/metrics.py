@@ -1,0 +1,146 @@
+"""Prometheus metrics: what operators watch at a glance.
+
+Counters and histograms live in the process that moves them (web, worker);
+backlog figures are read from PostgreSQL at scrape time, so they are right
+however many workers run:
+
+- ``hookpost_attempts_total{outcome}`` and ``hookpost_attempt_duration_seconds``
+  (worker; ``tenant`` label only when ``HOOKPOST_METRICS_TENANT_LABELS`` is on,
+  because tenant ids are unbounded in general);
+- ``hookpost_deferrals_total{reason}`` (circuit open, rate limited, bulkhead);
+- ``hookpost_circuit_transitions_total{to_state}``;
+- ``hookpost_scheduler_dispatched_total{queue}`` and
+  ``hookpost_scheduler_lag_seconds`` (due -> queued);
+- ``hookpost_api_requests_total{route,method,status}`` (web);
+- ``hookpost_deliveries_due``, ``hookpost_deliveries_pending``,
+  ``hookpost_oldest_due_age_seconds``, ``hookpost_dead_letters``,
+  ``hookpost_endpoints_by_circuit_state{state}`` (scrape time, web).
+
+Web processes under gunicorn share counters through
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode). A
+worker exposes its own counters on ``HOOKPOST_WORKER_METRICS_PORT``.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Min
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+ATTEMPTS = Counter("hookpost_attempts_total", "Delivery attempts by outcome.", ["outcome", "tenant"])
+ATTEMPT_SECONDS = Histogram(
+    "hookpost_attempt_duration_seconds",
+    "Duration of one HTTP attempt.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+DEFERRALS = Counter("hookpost_deferrals_total", "Deliveries deferred without an attempt.", ["reason"])
+CIRCUIT_TRANSITIONS = Counter("hookpost_circuit_transitions_total", "Breaker transitions.", ["to_state"])
+DISPATCHED = Counter("hookpost_scheduler_dispatched_total", "Deliveries queued by the scheduler.", ["queue"])
+SCHEDULER_LAG = Histogram(
+    "hookpost_scheduler_lag_seconds",
+    "From a delivery falling due to the scheduler queueing it.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+API_REQUESTS = Counter("hookpost_api_requests_total", "API requests.", ["route", "method", "status"])
+
+
+def record_attempt(*, outcome: str, duration_seconds: float, tenant_uid: str = "") -> None:
+    tenant = tenant_uid if settings.HOOKPOST_METRICS_TENANT_LABELS else ""
+    ATTEMPTS.labels(outcome=outcome, tenant=tenant).inc()
+    ATTEMPT_SECONDS.observe(duration_seconds)
+
+
+class BacklogCollector(Collector):
+    """Backlog gauges computed from PostgreSQL when scraped."""
+
+    def collect(self) -> Iterator[Metric]:
+        from deliveries.models import Delivery
+        from webhooks.models import Endpoint
+
+        now = timezone.now()
+        open_work = Delivery.objects.filter(status__in=("pending", "failed"))
+        due = open_work.filter(next_attempt_at__lte=now)
+        oldest = due.aggregate(oldest=Min("next_attempt_at"))["oldest"]
+        yield _gauge("hookpost_deliveries_due", "Deliveries due now.", due.count())
+        yield _gauge("hookpost_deliveries_pending", "Deliveries not finished.", open_work.count())
+        yield _gauge(
+            "hookpost_oldest_due_age_seconds",
+            "How long the oldest due delivery has waited.",
+            (now - oldest).total_seconds() if oldest else 0.0,
+        )
+        yield _gauge(
+            "hookpost_dead_letters", "Dead deliveries kept.", Delivery.objects.filter(status="dead").count()
+        )
+        states = GaugeMetricFamily(
+            "hookpost_endpoints_by_circuit_state", "Endpoints per breaker state.", labels=["state"]
+        )
+        counts = dict(Endpoint.objects.values_list("circuit_state").annotate(n=Count("pk")))
+        for state in ("closed", "open", "half_open"):
+            states.add_metric([state], counts.get(state, 0))
+        yield states
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics`` in Prometheus text format.
+
+    With ``HOOKPOST_METRICS_TOKEN`` set, a ``Authorization: Bearer <token>``
+    header is required; otherwise restrict /metrics by network.
+    """
+    token = settings.HOOKPOST_METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return HttpResponse("forbidden\n", status=403, content_type="text/plain")
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    backlog = CollectorRegistry()
+    backlog.register(BacklogCollector())
+    body = generate_latest(registry) + generate_latest(backlog)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+class ApiMetricsMiddleware:
+    """Counts API requests by route pattern (never the raw path: ids are unbounded)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        if match is not None and request.path.startswith("/api/"):
+            API_REQUESTS.labels(route=match.route, method=request.method, status=str(response.status_code)).inc()
+        return response
+
+
+def start_worker_metrics_server(**kwargs: Any) -> None:
+    """Celery ``worker_init`` hook: serve this worker's metrics on a port if configured."""
+    port = settings.HOOKPOST_WORKER_METRICS_PORT
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=settings.HOOKPOST_WORKER_METRICS_ADDR)
