@@ -60,7 +60,10 @@ def queued_count() -> int:
         with app.connection_for_read() as conn:
             channel = conn.default_channel
             for name in (FIRST_QUEUE, RETRY_QUEUE):
-                total += channel.queue_declare(queue=name, passive=True).message_count
+                try:
+                    total += channel.queue_declare(queue=name, passive=True).message_count
+                except conn.channel_errors:  # an empty queue does not exist in Redis: 0 waiting
+                    continue
     except Exception:  # a missing queue or a broker hiccup: assume empty
         logger.debug("could not read queue depth", exc_info=True)
     return total

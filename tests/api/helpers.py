@@ -3,9 +3,11 @@ envelope and "nothing changed" assertions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import Model
+from django.utils import timezone
 
 from deliveries import services as delivery_services
 from deliveries.models import Attempt, Delivery, Message
@@ -104,11 +106,24 @@ def build_world(tenant: Tenant, event_type: EventType) -> World:
         error_class="HTTPStatus",
         error_message="500 Internal Server Error",
     )
+    # The delivery as that attempt left it: failed, its retry scheduled, not in
+    # flight, so the replay and recover routes have something to act on.
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=Delivery.Status.FAILED,
+        attempt_count=1,
+        last_status_code=500,
+        last_error="HTTP 500",
+        next_attempt_at=timezone.now() + timedelta(minutes=5),
+        lease_token=None,
+        lease_expires_at=None,
+    )
+    delivery.refresh_from_db()
     return World(tenant, event_type, endpoint, published.message, delivery, attempt)
 
 
 ENDPOINT_BODY = {"url": "https://receiver.example.com/hook", "description": "new"}
 MESSAGE_BODY = {"event_type": "invoice.paid", "payload": {"amount": 1}}
+RECOVER_BODY = {"since": "2000-01-01T00:00:00Z"}
 
 
 @dataclass(frozen=True)
@@ -152,5 +167,8 @@ ROUTES = [
     Route("GET", "/api/v1/tenants/{uid}/messages/{msg}/", None, 200),
     Route("GET", "/api/v1/tenants/{uid}/deliveries/", None, 200),
     Route("GET", "/api/v1/tenants/{uid}/deliveries/{dlv}/", None, 200),
+    Route("POST", "/api/v1/tenants/{uid}/deliveries/{dlv}/replay/", {}, 202),
+    Route("POST", "/api/v1/tenants/{uid}/deliveries/replay/", {"ids": ["dlv_unknown"]}, 202),
+    Route("POST", "/api/v1/tenants/{uid}/endpoints/{ep}/recover/", RECOVER_BODY, 202),
 ]
 TENANT_ROUTES = [r for r in ROUTES if r.path.startswith("/api/v1/tenants/{uid}/")]

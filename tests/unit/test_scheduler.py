@@ -1,0 +1,406 @@
+"""The scheduler hands every due delivery out once, to the right queue, and only
+after its lease is committed; the Celery side puts the work in Redis.
+
+These tests commit for real (``transaction=True``): two schedulers run at once
+in two threads, each with its own PostgreSQL connection, and ``on_commit``
+hooks fire as in production.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from config.celery import FIRST_QUEUE, RETRY_QUEUE
+from deliveries import scheduler, tasks
+from deliveries.models import Delivery
+from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory, TenantFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Call = tuple[list[int], str, bool]
+
+
+class Recorder:
+    """An enqueue callback that records what it was handed (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, ids: list[int], token: str, first_attempt: bool) -> None:
+        with self._lock:
+            self.calls.append((list(ids), token, first_attempt))
+
+    @property
+    def ids(self) -> list[int]:
+        return [pk for ids, _, _ in self.calls for pk in ids]
+
+
+@pytest.fixture
+def make_due() -> Callable[..., Delivery]:
+    """``make_due(**fields)``: a delivery of one endpoint, due a second ago unless told otherwise."""
+    tenant = TenantFactory()
+    endpoint = EndpointFactory(tenant=tenant)
+
+    def make(**fields: Any) -> Delivery:
+        fields.setdefault("next_attempt_at", timezone.now() - timedelta(seconds=1))
+        return DeliveryFactory(message=MessageFactory(tenant=tenant), endpoint=endpoint, **fields)
+
+    return make
+
+
+def _in_threads(*targets: Callable[[], Any]) -> list[BaseException]:
+    """Run each target in its own thread (own DB connection); return their errors."""
+    errors: list[BaseException] = []
+
+    def run(target: Callable[[], Any]) -> None:
+        try:
+            target()
+        except BaseException as exc:  # reported to the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "a scheduler thread hung"
+    return errors
+
+
+def _lease_of(pks: list[int]) -> set[str | None]:
+    return set(Delivery.objects.filter(pk__in=pks).values_list("lease_token", flat=True))
+
+
+# --- Dispatched once ---------------------------------------------------------------------
+
+
+def test_two_schedulers_inside_their_transactions_at_once_never_take_the_same_delivery(
+    make_due, monkeypatch
+):
+    # given ten due deliveries, and two schedulers that both stop inside their
+    # claiming transaction (rows selected and leased, not yet committed) until
+    # the other one is there too
+    due = [make_due() for _ in range(10)]
+    both_claimed = threading.Barrier(2, timeout=10)
+
+    def on_commit(hook: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        both_claimed.wait()  # raises BrokenBarrierError if the other one is blocked
+        transaction.on_commit(hook, *args, **kwargs)
+
+    stopping = SimpleNamespace(atomic=transaction.atomic, on_commit=on_commit)
+    monkeypatch.setattr(scheduler, "transaction", stopping)
+    recorders = [Recorder(), Recorder()]
+
+    # when both dispatch at most four
+    errors = _in_threads(*[lambda r=r: scheduler.dispatch_due(enqueue=r, limit=4) for r in recorders])
+
+    # then neither blocked on the other's locked rows, and they took disjoint sets of four
+    assert errors == []
+    first, second = (set(r.ids) for r in recorders)
+    assert len(first) == len(second) == 4
+    assert first.isdisjoint(second)
+    assert first | second <= {d.pk for d in due}
+    # and each set carries its own scheduler's lease
+    for recorder in recorders:
+        [(_, token, _)] = recorder.calls
+        assert _lease_of(recorder.ids) == {token}
+
+
+def test_schedulers_racing_through_a_backlog_hand_every_delivery_out_exactly_once(make_due):
+    # given a backlog of 60 due deliveries
+    due = {make_due().pk for _ in range(60)}
+    start = threading.Barrier(3, timeout=10)
+    recorders = [Recorder() for _ in range(3)]
+
+    def drain(recorder: Recorder) -> None:
+        start.wait()
+        while scheduler.dispatch_due(enqueue=recorder, limit=5).dispatched:
+            pass
+
+    # when three schedulers drain it at the same time, five at a time
+    errors = _in_threads(*[lambda r=r: drain(r) for r in recorders])
+
+    # then every delivery was handed out exactly once
+    assert errors == []
+    handed_out = [pk for r in recorders for pk in r.ids]
+    assert sorted(handed_out) == sorted(due)
+    assert len(handed_out) == len(set(handed_out))
+
+
+# --- What is due -------------------------------------------------------------------------
+
+
+def test_only_due_deliveries_without_a_live_lease_are_dispatched(make_due, settings):
+    # given due deliveries with no lease and with an expired one, and others that
+    # are leased, not yet due, or finished
+    now = timezone.now()
+    unleased = make_due()
+    expired = make_due(lease_token="dead-worker", lease_expires_at=now - timedelta(seconds=1))
+    retry = make_due(status=Delivery.Status.FAILED, attempt_count=1)
+    live = make_due(lease_token="busy-worker", lease_expires_at=now + timedelta(seconds=60))
+    later = make_due(next_attempt_at=now + timedelta(minutes=5))
+    unscheduled = make_due(next_attempt_at=None)
+    finished = [
+        make_due(status=status)
+        for status in (Delivery.Status.SUCCEEDED, Delivery.Status.DEAD, Delivery.Status.SKIPPED)
+    ]
+    left_alone = [live, later, unscheduled, *finished]
+    before = {row["id"]: row for row in Delivery.objects.filter(pk__in=[d.pk for d in left_alone]).values()}
+    recorder = Recorder()
+
+    # when the scheduler runs
+    report = scheduler.dispatch_due(enqueue=recorder, limit=100)
+
+    # then exactly the due, unleased or expired ones are handed out, under a fresh lease
+    assert sorted(recorder.ids) == sorted([unleased.pk, expired.pk, retry.pk])
+    assert report.dispatched == 3
+    token = recorder.calls[0][1]
+    assert token not in ("dead-worker", "busy-worker")
+    assert _lease_of(recorder.ids) == {token}
+    lease_ends = Delivery.objects.filter(pk__in=recorder.ids).values_list("lease_expires_at", flat=True)
+    lease = timedelta(seconds=settings.HOOKPOST_DISPATCH_LEASE_SECONDS)
+    assert all(now + lease - timedelta(seconds=5) < end <= timezone.now() + lease for end in lease_ends)
+    # and the others, the live lease above all, are untouched
+    after = {row["id"]: row for row in Delivery.objects.filter(pk__in=[d.pk for d in left_alone]).values()}
+    assert after == before
+
+
+def test_a_dispatched_delivery_is_not_dispatched_again_while_its_lease_lives(make_due):
+    # given a due delivery that was just dispatched
+    delivery = make_due()
+    first = Recorder()
+    scheduler.dispatch_due(enqueue=first, limit=10)
+    assert first.ids == [delivery.pk]
+
+    # when the scheduler runs again
+    again = Recorder()
+    report = scheduler.dispatch_due(enqueue=again, limit=10)
+
+    # then it hands out nothing
+    assert (report.dispatched, again.calls) == (0, [])
+
+    # and once that lease expired (the task was lost), it hands it out again
+    Delivery.objects.filter(pk=delivery.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    third = Recorder()
+    scheduler.dispatch_due(enqueue=third, limit=10)
+    assert third.ids == [delivery.pk]
+    assert third.calls[0][1] != first.calls[0][1]
+
+
+def test_first_attempts_and_retries_are_handed_to_their_own_enqueue(make_due):
+    # given two first attempts and two retries, due in this order
+    now = timezone.now()
+    failed = Delivery.Status.FAILED
+    fresh_1 = make_due(next_attempt_at=now - timedelta(seconds=40))
+    retry_1 = make_due(status=failed, attempt_count=1, next_attempt_at=now - timedelta(seconds=30))
+    fresh_2 = make_due(next_attempt_at=now - timedelta(seconds=20))
+    retry_2 = make_due(status=failed, attempt_count=4, next_attempt_at=now - timedelta(seconds=10))
+    recorder = Recorder()
+
+    # when the scheduler runs
+    report = scheduler.dispatch_due(enqueue=recorder, limit=10)
+
+    # then first attempts go to the first-attempt enqueue, retries to the retry one, oldest first
+    token = recorder.calls[0][1]
+    assert recorder.calls == [
+        ([fresh_1.pk, fresh_2.pk], token, True),
+        ([retry_1.pk, retry_2.pk], token, False),
+    ]
+    assert (report.dispatched, report.first_attempts, report.retries) == (4, 2, 2)
+
+
+def test_a_replayed_delivery_with_attempts_goes_to_the_retry_enqueue(make_due):
+    # given a delivery replayed after two attempts: pending again, attempts kept
+    replayed = make_due(status=Delivery.Status.PENDING, attempt_count=2, next_trigger="replay")
+    recorder = Recorder()
+
+    # when the scheduler runs
+    scheduler.dispatch_due(enqueue=recorder, limit=10)
+
+    # then it is not treated as a fresh first attempt
+    assert [(ids, first) for ids, _, first in recorder.calls] == [([replayed.pk], False)]
+
+
+def test_the_limit_is_respected_oldest_due_first(make_due):
+    # given five due deliveries
+    now = timezone.now()
+    due = [make_due(next_attempt_at=now - timedelta(seconds=50 - i)) for i in range(5)]
+
+    # when the scheduler takes three, then the rest, then finds nothing
+    reports, recorders = [], [Recorder(), Recorder(), Recorder()]
+    for recorder in recorders:
+        reports.append(scheduler.dispatch_due(enqueue=recorder, limit=3))
+
+    # then the three oldest, then the other two, then nothing at all
+    assert [r.dispatched for r in reports] == [3, 2, 0]
+    assert recorders[0].ids == [d.pk for d in due[:3]]
+    assert recorders[1].ids == [d.pk for d in due[3:]]
+    assert recorders[2].calls == []
+
+
+def test_a_limit_of_zero_dispatches_nothing(make_due):
+    delivery = make_due()
+    recorder = Recorder()
+
+    report = scheduler.dispatch_due(enqueue=recorder, limit=0)
+
+    assert (report.dispatched, recorder.calls) == (0, [])
+    assert Delivery.objects.get(pk=delivery.pk).lease_token is None
+
+
+# --- After commit only -------------------------------------------------------------------
+
+
+def test_nothing_is_enqueued_when_the_claiming_transaction_rolls_back(make_due):
+    # given a due delivery
+    delivery = make_due()
+    recorder = Recorder()
+
+    # when the scheduler runs inside a transaction that then rolls back
+    with pytest.raises(RuntimeError, match="abort"), transaction.atomic():
+        report = scheduler.dispatch_due(enqueue=recorder, limit=10)
+        assert report.dispatched == 1
+        raise RuntimeError("abort")
+
+    # then nothing was enqueued and no lease was kept
+    assert recorder.calls == []
+    row = Delivery.objects.get(pk=delivery.pk)
+    assert (row.lease_token, row.lease_expires_at) == (None, None)
+    # and the delivery is still due: the next run hands it out
+    scheduler.dispatch_due(enqueue=recorder, limit=10)
+    assert recorder.ids == [delivery.pk]
+
+
+def test_the_enqueue_runs_after_commit_when_the_lease_is_visible_to_workers(make_due):
+    # given a due delivery, and an enqueue that looks at the row from another
+    # connection (as a worker would) when it is called
+    delivery = make_due()
+    seen_by_worker: list[str | None] = []
+
+    def enqueue(ids: list[int], token: str, first_attempt: bool) -> None:
+        def look() -> None:
+            seen_by_worker.append(Delivery.objects.get(pk=ids[0]).lease_token)
+
+        assert _in_threads(look) == []
+        recorder(ids, token, first_attempt)
+
+    recorder = Recorder()
+
+    # when the scheduler runs inside an outer transaction
+    with transaction.atomic():
+        scheduler.dispatch_due(enqueue=enqueue, limit=10)
+        # then nothing is enqueued while the transaction is open
+        assert recorder.calls == []
+
+    # and on commit it is, and a worker already sees the lease it will have to present
+    [(ids, token, first)] = recorder.calls
+    assert (ids, first) == ([delivery.pk], True)
+    assert seen_by_worker == [token]
+
+
+# --- Celery queues in Redis --------------------------------------------------------------
+
+
+@pytest.fixture
+def broker() -> Any:
+    """The test settings' real Redis broker, with the delivery queues emptied before and after."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+    def empty() -> None:
+        for queue in (FIRST_QUEUE, RETRY_QUEUE):
+            for key in client.scan_iter(match=f"{queue}*"):
+                client.delete(key)
+
+    empty()
+    yield client
+    empty()
+    client.close()
+
+
+def _queued(client: redis.Redis, queue: str) -> list[tuple[str, list[Any], str]]:
+    """(task name, args, routing key) of each message waiting in ``queue``, oldest first."""
+    out = []
+    for raw in reversed(client.lrange(queue, 0, -1)):  # kombu LPUSHes and BRPOPs
+        message = json.loads(raw)
+        args, _, _ = json.loads(base64.b64decode(message["body"]))
+        out.append((message["headers"]["task"], args, message["properties"]["delivery_info"]["routing_key"]))
+    return out
+
+
+def test_enqueue_puts_first_attempts_and_retries_on_their_own_queues(broker):
+    # when first attempts and a retry are enqueued
+    tasks.enqueue([11, 12], "token-a", True)
+    tasks.enqueue([13], "token-b", False)
+
+    # then each is one deliver task, with its id and lease token, on its queue
+    assert _queued(broker, FIRST_QUEUE) == [
+        ("hookpost.deliver", [11, "token-a"], FIRST_QUEUE),
+        ("hookpost.deliver", [12, "token-a"], FIRST_QUEUE),
+    ]
+    assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver", [13, "token-b"], RETRY_QUEUE)]
+    # and the scheduler's view of the queue depth counts them all
+    assert tasks.queued_count() == 3
+
+
+def test_queued_count_is_zero_for_empty_queues(broker):
+    assert tasks.queued_count() == 0
+
+
+@pytest.mark.parametrize("first_attempt", [True, False], ids=["only_first_attempts", "only_retries"])
+def test_queued_count_counts_one_queue_while_the_other_is_empty(broker, first_attempt):
+    # given tasks waiting in one delivery queue only (in Redis an empty queue does not exist)
+    tasks.enqueue([21, 22, 23], "token", first_attempt)
+    assert broker.llen(FIRST_QUEUE if first_attempt else RETRY_QUEUE) == 3
+
+    # then the scheduler's view of the queue depth still counts them
+    assert tasks.queued_count() == 3
+
+
+def test_the_scheduler_tick_queues_due_work_up_to_the_target_depth(broker, make_due, settings):
+    # given three first attempts and two retries due, and a queue target depth of 4
+    now = timezone.now()
+    fresh = [make_due(next_attempt_at=now - timedelta(seconds=50 - i)) for i in range(3)]
+    failed = Delivery.Status.FAILED
+    retries = [
+        make_due(status=failed, attempt_count=1, next_attempt_at=now - timedelta(seconds=s)) for s in (10, 9)
+    ]
+    settings.HOOKPOST_QUEUE_TARGET_DEPTH = 4
+    settings.HOOKPOST_SCHEDULER_BATCH = 3
+
+    # when the scheduler tick runs
+    tasks.dispatch_due()
+
+    # then the four oldest due are queued: first attempts and the first retry on their queues,
+    # each with the lease token now on its row
+    leases = dict(Delivery.objects.values_list("pk", "lease_token"))
+    assert _queued(broker, FIRST_QUEUE) == [
+        ("hookpost.deliver", [d.pk, leases[d.pk]], FIRST_QUEUE) for d in fresh
+    ]
+    oldest = retries[0].pk
+    assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver", [oldest, leases[oldest]], RETRY_QUEUE)]
+    assert leases[retries[1].pk] is None
+
+    # and while the queues are full a further tick queues nothing more
+    tasks.dispatch_due()
+    assert tasks.queued_count() == 4
+    assert Delivery.objects.get(pk=retries[1].pk).lease_token is None
+
+    # and once a worker took one, the next tick tops the queues up with the last one
+    broker.rpop(FIRST_QUEUE)
+    tasks.dispatch_due()
+    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [retries[0].pk, retries[1].pk]
+    assert tasks.queued_count() == 4
