@@ -6,6 +6,7 @@ the receiver. Uses its own database (hookpost_bench) and Redis DB 12.
 
     .venv/bin/python -m bench.pool_compare --messages 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +42,14 @@ POOLS = [
 
 
 def setup_db() -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "DROP DATABASE IF EXISTS hookpost_bench"], check=True)
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "CREATE DATABASE hookpost_bench"], check=True)
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "DROP DATABASE IF EXISTS hookpost_bench"],
+        check=True,
+    )
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", "CREATE DATABASE hookpost_bench"],
+        check=True,
+    )
     django.setup()
     from django.core.management import call_command
 
@@ -52,6 +58,7 @@ def setup_db() -> None:
 
 def run_pool(pool: str, concurrency: int, messages: int) -> float | None:
     import redis
+
     from deliveries.models import Delivery
     from deliveries.services import NewMessage, message_publish_batch
     from tests.e2e.receiver import Receiver
@@ -67,15 +74,37 @@ def run_pool(pool: str, concurrency: int, messages: int) -> float | None:
     tenant.endpoints.all().delete()
     services.endpoint_create(tenant=tenant, url=receiver.url("/hook"))
     for start in range(0, messages, 500):
-        batch = [NewMessage(event_type="bench.event", payload={"i": i}) for i in range(start, min(start + 500, messages))]
+        batch = [
+            NewMessage(event_type="bench.event", payload={"i": i})
+            for i in range(start, min(start + 500, messages))
+        ]
         message_publish_batch(tenant=tenant, batch=batch)
     env = {**os.environ, "HOOKPOST_SCHEDULER_INTERVAL_SECONDS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         env["CELERY_BEAT_SCHEDULE_FILENAME"] = f"{tmp}/beat"
-        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "--pool", pool,
-               "--concurrency", str(concurrency), "-Q", "deliveries.first,deliveries.retry,maintenance",
-               "--loglevel", os.environ.get("BENCH_LOGLEVEL", "WARNING"), "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/err", "wb"))
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-B",
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "-Q",
+            "deliveries.first,deliveries.retry,maintenance",
+            "--loglevel",
+            os.environ.get("BENCH_LOGLEVEL", "WARNING"),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/err", "wb")
+        )
         try:
             receiver.wait_for(messages, "/hook", timeout=300)
         except AssertionError as exc:
@@ -98,7 +127,10 @@ def main() -> None:
     for item in args.pools.split(","):
         pool, concurrency = item.split(":")
         rate = run_pool(pool, int(concurrency), args.messages)
-        print(f"{pool:8s} concurrency={concurrency:>3}: {rate:.0f} deliveries/s" if rate else f"{pool} failed", flush=True)
+        print(
+            f"{pool:8s} concurrency={concurrency:>3}: {rate:.0f} deliveries/s" if rate else f"{pool} failed",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

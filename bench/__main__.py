@@ -1,0 +1,308 @@
+"""``python -m bench [--quick|--smoke]``: the whole benchmark in one run.
+
+Order (each step on a clean broker, only the processes it needs running):
+floor -> naive -> django-webhook -> Hookpost ingest (API) -> Hookpost
+end-to-end 1:1, fan-out 1->100, latency at half load -> isolation without
+and with failing endpoints. Then docs/BENCHMARKS.md, docs/benchmarks.json and
+docs/benchmarks.png (or ``--out DIR``). Exit status 1 when the ledger found
+a loss (the run is FAILED) or a measurement could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import baselines, ledger, report
+from bench.env import ROOT, BenchEnv, make_env, reset_database
+from bench.receivers import Hanging, Nginx
+from bench.stats import median_of
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measurement sends; full mode fits in 20 minutes, quick in 3."""
+
+    warmup: int
+    repeats: int
+    floor: int
+    naive: int
+    djw: int
+    ingest_seconds: float
+    e2e: int
+    fanout: int
+    latency_seconds: float
+    healthy_endpoints: int
+    isolation_deliveries: int
+    isolation_latency_seconds: float
+    failing_endpoints: int
+    broken_interval: float
+    broken_warmup_seconds: float
+
+
+MODES = {
+    "full": Sizes(
+        warmup=1, repeats=3, floor=5000, naive=1000, djw=1000, ingest_seconds=10, e2e=1500, fanout=1500,
+        latency_seconds=20, healthy_endpoints=10, isolation_deliveries=1000, isolation_latency_seconds=15,
+        failing_endpoints=1000, broken_interval=2.0, broken_warmup_seconds=20,
+    ),
+    "quick": Sizes(
+        warmup=1, repeats=1, floor=1000, naive=300, djw=300, ingest_seconds=3, e2e=300, fanout=300,
+        latency_seconds=6, healthy_endpoints=5, isolation_deliveries=200, isolation_latency_seconds=5,
+        failing_endpoints=60, broken_interval=1.0, broken_warmup_seconds=5,
+    ),
+    "smoke": Sizes(
+        warmup=1,
+        repeats=1,
+        floor=100,
+        naive=50,
+        djw=50,
+        ingest_seconds=1,
+        e2e=100,
+        fanout=100,
+        latency_seconds=3,
+        healthy_endpoints=2,
+        isolation_deliveries=60,
+        isolation_latency_seconds=3,
+        failing_endpoints=9,
+        broken_interval=1.0,
+        broken_warmup_seconds=2,
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, one run each (< 3 minutes)")
+    mode.add_argument("--smoke", action="store_true", help="the smallest sizes (the test suite's smoke test)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the report files go")
+    parser.add_argument("--database-url", help="default $BENCH_DATABASE_URL or hookpost_bench")
+    parser.add_argument("--redis-url", help="default $BENCH_REDIS_URL or redis://127.0.0.1:6379/12")
+    parser.add_argument("--workdir", type=Path, help="logs and nginx files (default var/bench/run)")
+    parser.add_argument("--skip-djw", action="store_true", help="skip the django-webhook baseline")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. 'loaded machine')")
+    args = parser.parse_args(argv)
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    sizes = MODES[mode_name]
+    env = make_env(args.database_url, args.redis_url, args.workdir)
+    shutil.rmtree(env.workdir, ignore_errors=True)
+    env.workdir.mkdir(parents=True)
+    command = "python -m bench " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+
+    began = time.time()
+    results: dict[str, Any] = {"mode": mode_name, "sizes": asdict(sizes), "errors": {}}
+    ledgers = ledger.Ledgers()
+    machine_before = report.machine_info(env)
+    print(f"bench {mode_name}: database {env.database_name}, redis {env.redis_url}", flush=True)
+    reset_database(env)
+    from bench import hookpost
+
+    hookpost.setup_django(env)
+    nginx = Nginx(env.workdir / "nginx").start()
+    hanging = Hanging(env.workdir)
+    try:
+        _run_all(env, sizes, nginx, hanging, ledgers, results, skip_djw=args.skip_djw)
+    finally:
+        hanging.stop()
+        nginx.stop()
+    results["elapsed_s"] = time.time() - began
+    results["ledger"] = {
+        "ok": ledgers.ok,
+        "totals": ledgers.totals(),
+        "runs": [r.as_dict() for r in ledgers.results],
+    }
+    results["machine"] = {**machine_before, "load_after": report.load_average()}
+    results["versions"] = report.versions(env)
+    results["settings"] = report.settings_info(env)
+    results["command"] = command
+    results["note"] = args.note
+    paths = report.write(results, args.out)
+    status = "FAILED (losses)" if not ledgers.ok else "FAILED (errors)" if results["errors"] else "OK"
+    print(f"bench {mode_name} {status} in {results['elapsed_s']:.0f} s; wrote {', '.join(map(str, paths))}")
+    return 0 if status == "OK" else 1
+
+
+def _step(results: dict[str, Any], name: str, fn: Any) -> None:
+    """Run one measurement; a crash is recorded (and fails the run) but the others still run."""
+    print(f"== {name}", flush=True)
+    try:
+        fn()
+    except Exception as exc:
+        traceback.print_exc()
+        results["errors"][name] = f"{type(exc).__name__}: {exc}"
+
+
+def _run_all(
+    env: BenchEnv,
+    sizes: Sizes,
+    nginx: Nginx,
+    hanging: Hanging,
+    ledgers: ledger.Ledgers,
+    results: dict[str, Any],
+    *,
+    skip_djw: bool,
+) -> None:
+    from bench import hookpost
+    from bench.env import flush_redis
+
+    run_id = [0]
+    reps = {"warmup": sizes.warmup, "repeats": sizes.repeats}
+
+    def floor() -> None:
+        results["floor"] = median_of(
+            baselines.floor_run(nginx, sizes.floor, ledgers, run_id), label="floor", **reps
+        ).as_dict()
+
+    def naive() -> None:
+        flush_redis(env)
+        worker = baselines.NaiveWorker(env)
+        try:
+            results["naive"] = median_of(
+                baselines.naive_run(env, nginx, sizes.naive, ledgers, run_id), label="naive", **reps
+            ).as_dict()
+        finally:
+            worker.stop()
+
+    def djw() -> None:
+        flush_redis(env)
+        baseline = baselines.DjwBaseline(env, nginx)
+        try:
+            results["django_webhook"] = median_of(
+                baseline.runner(sizes.djw, ledgers, run_id), label="django-webhook", **reps
+            ).as_dict()
+        finally:
+            baseline.stop()
+
+    def ingest() -> None:
+        flush_redis(env)
+        tenant = hookpost.make_tenant("bench-ingest", [nginx.url("/ok/ingest")])
+        web = hookpost.Web(env)
+        try:
+            results["ingest_single"] = median_of(
+                hookpost.ingest_run(web, tenant, batch=1, seconds=sizes.ingest_seconds),
+                label="ingest single",
+                **reps,
+            ).as_dict()
+            results["ingest_batch"] = median_of(
+                hookpost.ingest_run(web, tenant, batch=hookpost.BATCH, seconds=sizes.ingest_seconds),
+                label="ingest batch",
+                **reps,
+            ).as_dict()
+        finally:
+            web.stop()
+            # Nothing of the ingest run may be delivered during later measurements.
+            hookpost.clear_history()
+            flush_redis(env)
+
+    def delivery() -> None:
+        hookpost.clear_history()
+        stack = hookpost.Stack(env, "main")
+        try:
+            one = hookpost.make_tenant("bench-e2e", [nginx.url("/ok/e2e")])
+            wait = 120.0
+            results["e2e"] = median_of(
+                hookpost.throughput_run(nginx, one, sizes.e2e, ledgers, "e2e 1:1", run_id, wait),
+                label="e2e 1:1",
+                **reps,
+            ).as_dict()
+            # After the 1:1 runs (imports, pools and caches warm): the base for memory growth.
+            stack.rss_start_kb = stack.process.rss_kb()
+            fan = hookpost.make_tenant("bench-fanout", [nginx.url(f"/ok/fan/{i}") for i in range(100)])
+            results["fanout"] = median_of(
+                hookpost.throughput_run(nginx, fan, sizes.fanout, ledgers, "fan-out", run_id, wait),
+                label="fan-out",
+                **reps,
+            ).as_dict()
+            rate = max(1.0, results["e2e"]["median"]["deliveries_per_s"] / 2)
+            lat = hookpost.make_tenant("bench-latency", [nginx.url("/ok/latency")])
+            results["latency"] = median_of(
+                hookpost.latency_run(
+                    nginx, lat, rate, sizes.latency_seconds, ledgers, "latency", run_id, wait
+                ),
+                label="latency",
+                **reps,
+            ).as_dict()
+            results["worker_rss_kb"] = {"start": stack.rss_start_kb, "end": stack.process.rss_kb()}
+        finally:
+            stack.stop()
+
+    def isolation() -> None:
+        hookpost.clear_history()
+        stack = hookpost.Stack(env, "isolation")
+        try:
+            n = sizes.healthy_endpoints
+            healthy = hookpost.make_tenant("bench-healthy", [nginx.url(f"/ok/healthy/{i}") for i in range(n)])
+            e2e_rate = results.get("e2e", {}).get("median", {}).get("deliveries_per_s", 20.0)
+            rate = max(0.5, e2e_rate / 2 / n)  # messages/s: half the 1:1 delivery rate, in deliveries
+            wait = 180.0
+
+            def measure(label: str) -> dict[str, Any]:
+                through = median_of(
+                    hookpost.throughput_run(
+                        nginx,
+                        healthy,
+                        sizes.isolation_deliveries,
+                        ledgers,
+                        f"isolation {label}",
+                        run_id,
+                        wait,
+                    ),
+                    label=f"isolation {label} throughput",
+                    **reps,
+                )
+                latency = median_of(
+                    hookpost.latency_run(
+                        nginx,
+                        healthy,
+                        rate,
+                        sizes.isolation_latency_seconds,
+                        ledgers,
+                        f"isolation {label} latency",
+                        run_id,
+                        wait,
+                    ),
+                    label=f"isolation {label} latency",
+                    **reps,
+                )
+                return {"throughput": through.as_dict(), "latency": latency.as_dict()}
+
+            results["isolation_without"] = measure("without")
+            broken = hookpost.BrokenTraffic(
+                nginx, hanging, sizes.failing_endpoints, sizes.broken_interval, "bench-broken"
+            ).start()
+            try:
+                time.sleep(sizes.broken_warmup_seconds)
+                results["isolation_with"] = measure("with")
+            finally:
+                broken.stop()
+            results["isolation_with"]["failing_endpoints"] = sizes.failing_endpoints
+            results["isolation_with"]["broken_messages"] = broken.sent
+            results["isolation_with"]["broken_deliveries"] = broken.sent * sizes.failing_endpoints
+        finally:
+            stack.stop()
+
+    _step(results, "floor", floor)
+    _step(results, "naive", naive)
+    if skip_djw:
+        results["skipped"] = ["django-webhook (--skip-djw)"]
+    else:
+        _step(results, "django-webhook", djw)
+    _step(results, "ingest", ingest)
+    _step(results, "delivery", delivery)
+    _step(results, "isolation", isolation)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Where the benchmark runs: its own PostgreSQL database and Redis DB, ports, process helpers.
+
+The benchmark never touches another database: it drops and recreates only the
+database named in ``BENCH_DATABASE_URL`` (default ``hookpost_bench``), and refuses
+names without ``bench`` in them, so a typo cannot wipe a development database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+VAR = ROOT / "var" / "bench"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/hookpost_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
+# The worker configuration the docs recommend (docs/operations.md, "Sizing").
+WORKER_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class BenchEnv:
+    """The database and Redis a run uses, and the environment every child process gets."""
+
+    database_url: str
+    redis_url: str
+    workdir: Path
+
+    @property
+    def database_name(self) -> str:
+        return urlsplit(self.database_url).path.lstrip("/")
+
+    def admin_url(self) -> str:
+        """The same server's ``postgres`` database, to drop and create ours."""
+        parts = urlsplit(self.database_url)
+        return urlunsplit(parts._replace(path="/postgres"))
+
+    def hookpost_env(self) -> dict[str, str]:
+        """Production-like settings (DEBUG off: DEBUG keeps every SQL query in memory)."""
+        return {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            # Local receivers live on 127.0.0.1, which the target policy refuses by default.
+            "HOOKPOST_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "json",
+        }
+
+
+def make_env(database_url: str | None, redis_url: str | None, workdir: Path | None) -> BenchEnv:
+    env = BenchEnv(
+        database_url=database_url or os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL,
+        redis_url=redis_url or os.environ.get("BENCH_REDIS_URL") or DEFAULT_REDIS_URL,
+        workdir=workdir or VAR / "run",
+    )
+    if "bench" not in env.database_name:
+        raise SystemExit(f"refusing database {env.database_name!r}: its name must contain 'bench'")
+    return env
+
+
+def reset_database(env: BenchEnv) -> None:
+    """Drop and recreate the benchmark database (and nothing else)."""
+    import psycopg
+
+    with psycopg.connect(env.admin_url(), autocommit=True) as conn:
+        # Close leftovers of an aborted earlier run that would block DROP.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (env.database_name,),
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{env.database_name}"')
+        conn.execute(f'CREATE DATABASE "{env.database_name}"')
+
+
+def flush_redis(env: BenchEnv) -> None:
+    """Empty the benchmark's Redis DB; only while no worker of ours runs (kombu keeps bindings there)."""
+    import redis
+
+    redis.Redis.from_url(env.redis_url).flushdb()
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.closing(socket.socket()) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+class Process:
+    """A child process in its own process group, logging to a file, stopped by its pid only."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss_kb(self) -> int:
+        """Resident memory of the process and its children (Celery's pool lives in-process)."""
+        total = 0
+        for pid in [self.pid, *_descendants(self.pid)]:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        # The whole group: Celery's -B beat and gunicorn's workers are our children.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+@contextlib.contextmanager
+def running(process: Process) -> Iterator[Process]:
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def python() -> str:
+    return sys.executable
+
+
+def which(name: str) -> str | None:
+    """``shutil.which`` plus /usr/sbin, where Debian puts nginx (not on a non-root PATH)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")

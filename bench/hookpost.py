@@ -1,0 +1,343 @@
+"""Hookpost's measurements: ingest, end-to-end throughput (1:1 and fan-out), latency, isolation.
+
+Processes are the production ones (docs/operations.md): gunicorn with
+config/gunicorn.py for the API, ``celery -A config worker -B --pool threads
+--concurrency 16`` for delivery and scheduling, DEBUG off.
+
+Publishing for the delivery scenarios goes through ``deliveries.services`` in
+this process (the same transaction and after-commit hand-off the API runs),
+so what is timed is the delivery path, not our HTTP client; the API itself is
+measured by the ingest scenario.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+
+from bench import ledger
+from bench.env import WORKER_CONCURRENCY, BenchEnv, Process, flush_redis, free_port, wait_port
+from bench.receivers import Arrival, Hanging, Nginx, refused_url, wait_for_arrivals
+from bench.stats import percentile
+
+EVENT_TYPE = "bench.event"
+PAYLOAD: dict[str, Any] = {"order": 1234, "amount": "19.99", "currency": "EUR"}
+BATCH = 100  # messages per publish call / API batch request
+
+
+def setup_django(env: BenchEnv) -> None:
+    """Configure this process like the workers and create the schema."""
+    import os
+
+    os.environ.update(env.hookpost_env())
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from webhooks import services
+    from webhooks.models import EventType
+
+    if not EventType.objects.filter(name=EVENT_TYPE).exists():
+        services.event_type_create(name=EVENT_TYPE)
+
+
+def clear_history() -> None:
+    """Delete messages, deliveries and attempts (only with no Hookpost process running)."""
+    from django.db import connection
+
+    from deliveries.models import Message
+
+    with connection.cursor() as cursor:
+        cursor.execute(f'TRUNCATE "{Message._meta.db_table}" CASCADE')
+
+
+class Stack:
+    """The Hookpost worker (with its embedded scheduler); started on a clean broker."""
+
+    def __init__(self, env: BenchEnv, name: str) -> None:
+        flush_redis(env)
+        self.process = Process(
+            f"hookpost-worker-{name}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-B",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(WORKER_CONCURRENCY),
+                "-Q",
+                "deliveries.first,deliveries.retry,maintenance",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--schedule",
+                str(env.workdir / f"beat-{name}"),
+                "--hostname",
+                f"bench-{name}@%h",
+            ],
+            env.hookpost_env(),
+            env.workdir / f"worker-{name}.log",
+        )
+        self.rss_start_kb = 0
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class Web:
+    """gunicorn with the production config (2 processes x 4 threads unless overridden)."""
+
+    def __init__(self, env: BenchEnv) -> None:
+        self.port = free_port()
+        self.process = Process(
+            "gunicorn",
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
+            {**env.hookpost_env(), "GUNICORN_BIND": f"127.0.0.1:{self.port}"},
+            env.workdir / "gunicorn.log",
+        )
+        wait_port(self.port, timeout=30)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@dataclass
+class Tenant:
+    """A benchmark tenant, its endpoints' receiver paths, and an API key."""
+
+    model: Any
+    paths: list[str]
+    api_key: str = ""
+
+
+def make_tenant(uid: str, urls: list[str], timeout_seconds: int | None = None) -> Tenant:
+    from urllib.parse import urlsplit
+
+    from webhooks import services
+
+    tenant = services.tenant_create(uid=uid, name=uid)
+    for url in urls:
+        services.endpoint_create(tenant=tenant, url=url, timeout_seconds=timeout_seconds)
+    _, raw = services.api_key_create(tenant=tenant, name="bench")
+    return Tenant(model=tenant, paths=[urlsplit(u).path for u in urls], api_key=raw)
+
+
+def publish(tenant: Tenant, count: int, *, tag: str) -> list[tuple[str, float]]:
+    """Publish ``count`` messages in batches; returns (webhook-id, accepted at) pairs."""
+    from deliveries.services import NewMessage, message_publish_batch
+
+    accepted: list[tuple[str, float]] = []
+    for start in range(0, count, BATCH):
+        batch = [
+            NewMessage(event_type=EVENT_TYPE, payload={**PAYLOAD, "i": i, "tag": tag})
+            for i in range(start, min(start + BATCH, count))
+        ]
+        results = message_publish_batch(tenant=tenant.model, batch=batch)
+        now = time.time()
+        accepted += [(r.message.uid, now) for r in results]
+    return accepted
+
+
+def publish_paced(tenant: Tenant, rate: float, seconds: float, *, tag: str) -> list[tuple[str, float]]:
+    """One message at a time at ``rate`` per second (open loop: a late send does not slow the next)."""
+    from deliveries.services import NewMessage, message_publish
+
+    accepted: list[tuple[str, float]] = []
+    interval = 1.0 / rate
+    begin = time.monotonic()
+    index = 0
+    while time.monotonic() - begin < seconds:
+        due = begin + index * interval
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        published = message_publish(
+            tenant=tenant.model,
+            new=NewMessage(event_type=EVENT_TYPE, payload={**PAYLOAD, "i": index, "tag": tag}),
+        )
+        accepted.append((published.message.uid, time.time()))
+        index += 1
+    return accepted
+
+
+def _expected(accepted: list[tuple[str, float]], paths: list[str]) -> list[tuple[str, str]]:
+    return [(uid, path) for uid, _ in accepted for path in paths]
+
+
+def _latencies_ms(accepted: list[tuple[str, float]], paths: list[str], got: list[Arrival]) -> list[float]:
+    """accept -> first arrival of each (message, endpoint) pair, in ms."""
+    first: dict[tuple[str, str], float] = {}
+    for arrival in got:
+        key = (arrival.webhook_id, arrival.path)
+        if 200 <= arrival.status < 300 and (key not in first or arrival.at < first[key]):
+            first[key] = arrival.at
+    at = dict(accepted)
+    return [(first[(uid, p)] - at[uid]) * 1000 for uid, _ in accepted for p in paths if (uid, p) in first]
+
+
+def throughput_run(
+    nginx: Nginx,
+    tenant: Tenant,
+    deliveries: int,
+    ledgers: ledger.Ledgers,
+    name: str,
+    run_id: list[int],
+    wait: float,
+) -> Callable[[], dict[str, float]]:
+    """Publish as fast as we can; deliveries/s = pairs / (last arrival - start of publishing)."""
+    messages = max(1, deliveries // len(tenant.paths))
+
+    def run() -> dict[str, float]:
+        run_id[0] += 1
+        since = nginx.mark()
+        start = time.time()
+        accepted = publish(tenant, messages, tag=f"{name}-{run_id[0]}")
+        expected = _expected(accepted, tenant.paths)
+        got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
+        result = ledgers.add(ledger.check(name, expected, got))
+        wanted = set(expected)
+        last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
+        return {
+            "deliveries_per_s": result.received / max(last - start, 1e-6),
+            "lost": result.lost,
+            "duplicates": result.duplicates,
+        }
+
+    return run
+
+
+def latency_run(
+    nginx: Nginx,
+    tenant: Tenant,
+    rate: float,
+    seconds: float,
+    ledgers: ledger.Ledgers,
+    name: str,
+    run_id: list[int],
+    wait: float,
+) -> Callable[[], dict[str, float]]:
+    """Paced publishing at ``rate`` messages/s; p50/p99 of accept -> arrival."""
+
+    def run() -> dict[str, float]:
+        run_id[0] += 1
+        since = nginx.mark()
+        start = time.time()
+        accepted = publish_paced(tenant, rate, seconds, tag=f"{name}-{run_id[0]}")
+        expected = _expected(accepted, tenant.paths)
+        got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
+        result = ledgers.add(ledger.check(name, expected, got))
+        latencies = _latencies_ms(accepted, tenant.paths, got)
+        wanted = set(expected)
+        last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
+        return {
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies, default=float("nan")),
+            "offered_per_s": len(expected) / seconds,
+            "deliveries_per_s": result.received / max(last - start, 1e-6),
+            "lost": result.lost,
+        }
+
+    return run
+
+
+def ingest_run(
+    web: Web, tenant: Tenant, *, batch: int, seconds: float, threads: int = 8
+) -> Callable[[], dict[str, float]]:
+    """POST /messages/ (batch=1) or /messages/batch/ from ``threads`` keep-alive clients for ``seconds``."""
+    import json
+
+    base = f"http://127.0.0.1:{web.port}/api/v1/tenants/{tenant.model.uid}/messages/"
+    headers = {"authorization": f"Bearer {tenant.api_key}", "content-type": "application/json"}
+
+    def body(seq: int) -> tuple[str, str]:
+        if batch == 1:
+            return base, json.dumps({"event_type": EVENT_TYPE, "payload": {**PAYLOAD, "i": seq}})
+        items = [
+            {"event_type": EVENT_TYPE, "payload": {**PAYLOAD, "i": seq * batch + j}} for j in range(batch)
+        ]
+        return base + "batch/", json.dumps({"messages": items})
+
+    def run() -> dict[str, float]:
+        accepted = [0] * threads
+        errors = [0] * threads
+        stop_at = time.monotonic() + seconds
+
+        def client(index: int) -> None:
+            pool = urllib3.PoolManager(maxsize=1)
+            seq = index * 1_000_000
+            while time.monotonic() < stop_at:
+                url, data = body(seq)
+                seq += 1
+                response = pool.request("POST", url, body=data, headers=headers, retries=False)
+                if response.status == 202:
+                    accepted[index] += batch
+                else:
+                    errors[index] += 1
+
+        begin = time.monotonic()
+        workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.monotonic() - begin
+        return {"messages_per_s": sum(accepted) / elapsed, "errors": float(sum(errors))}
+
+    return run
+
+
+class BrokenTraffic:
+    """A tenant whose ``n`` endpoints all fail (a third refused, a third 500, a third hanging),
+    receiving one message every ``interval`` seconds from a background thread."""
+
+    def __init__(self, nginx: Nginx, hanging: Hanging, n: int, interval: float, uid: str) -> None:
+        urls = []
+        for i in range(n):
+            kind = i % 3
+            urls.append(
+                refused_url(f"/refused/{i}")
+                if kind == 0
+                else nginx.url(f"/fail/{i}")
+                if kind == 1
+                else hanging.url(f"/hang/{i}")
+            )
+        self.tenant = make_tenant(uid, urls)
+        self.interval = interval
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.is_set():
+                publish(self.tenant, 1, tag="broken")
+                self.sent += 1
+                self._stop.wait(self.interval)
+        finally:
+            connection.close()
+
+    def start(self) -> BrokenTraffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)

@@ -1,0 +1,52 @@
+"""Smoke test of the benchmark: ``python -m bench --smoke`` end to end.
+
+It runs every measurement with the smallest sizes (about 2-3 minutes: real
+nginx, Celery workers, gunicorn, the django-webhook venv), writes the report
+into a temporary directory (never docs/), and checks that the ledger lost
+nothing. Figures are not asserted: timing belongs to ``make bench``, not tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from bench.env import ROOT, which
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(which("nginx") is None, reason="nginx is not installed (make bench-deps)"),
+]
+
+
+def _smoke_database_url() -> str:
+    """A database of the smoke test's own, beside the suite's (the bench drops and recreates it)."""
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hookpost_benchtest")
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    name = f"{name}_smoke" if "bench" in name else "hookpost_bench_smoke"
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "work"),
+         "--database-url", _smoke_database_url(),
+         "--redis-url", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((out / "benchmarks.json").read_text())
+    assert data["ledger"]["ok"] and data["ledger"]["totals"]["lost"] == 0, data["ledger"]
+    assert data["ledger"]["totals"]["expected"] > 0
+    assert not data["errors"], data["errors"]
+    assert (out / "BENCHMARKS.md").read_text().startswith("# Benchmarks")
+    assert (out / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for key in ("floor_per_s", "naive_per_s", "djw_per_s", "e2e_per_s", "fanout_per_s", "latency_p99_ms"):
+        assert data["figures"][key] > 0, key
