@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint schema services clean
+.PHONY: install run test lint schema services clean bench bench-quick bench-deps browser-deps
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 services:
 	./.ci/services
 
+## Debian's Chromium for the admin's browser tests (tests/browser). Playwright,
+## from requirements-dev.txt, drives it and never downloads a browser itself.
+CHROMIUM ?= /usr/bin/chromium
+browser-deps: install
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "$(CHROMIUM) missing: installing Debian's chromium package"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || exit 1; \
+	fi
+
 ## Run the whole suite against the real PostgreSQL and Redis of this machine.
-test: install services
+test: install services browser-deps bench-deps
 	@# pytest exits 5 when it collected nothing; make fails on it like any error.
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -28,21 +39,44 @@ lint: install
 schema: install
 	DEBUG=true $(BIN)/python manage.py spectacular --validate --file /dev/null
 
-## Web + worker + scheduler in one foreground command (Ctrl-C stops all).
+## Web + worker + scheduler + demo receiver in one foreground command (Ctrl-C
+## stops all); sends a demo event and shows it delivered and verified.
 ## SQLite and an embedded Redis unless DATABASE_URL / REDIS_URL are set.
+HOOKPOST_PORT ?= 8000
+RECEIVER_PORT ?= 9000
+EMBEDDED_REDIS_PORT ?= 6390
 run: install
 	@mkdir -p var
 	@if [ -z "$$REDIS_URL" ]; then \
-	  echo "REDIS_URL unset: starting the embedded Redis on 127.0.0.1:6390"; \
-	  $(BIN)/python -m config.embedded_redis 6390 > var/redis.log 2>&1 & echo $$! > var/redis.pid; \
+	  echo "REDIS_URL unset: starting the embedded Redis on 127.0.0.1:$(EMBEDDED_REDIS_PORT)"; \
+	  $(BIN)/python -m config.embedded_redis $(EMBEDDED_REDIS_PORT) > var/redis.log 2>&1 & echo $$! > var/redis.pid; \
 	  sleep 1; \
 	fi; \
-	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6390/0} PATH=$(CURDIR)/$(BIN):$$PATH \
+	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:$(EMBEDDED_REDIS_PORT)/0} PATH=$(CURDIR)/$(BIN):$$PATH \
+	  HOOKPOST_PORT=$(HOOKPOST_PORT) RECEIVER_PORT=$(RECEIVER_PORT) \
 	  HOOKPOST_ALLOWED_TARGET_NETWORKS=$${HOOKPOST_ALLOWED_TARGET_NETWORKS:-127.0.0.1/32}; \
 	python manage.py migrate --no-input && \
-	python manage.py seed_demo --receiver-url http://127.0.0.1:9000/webhooks && \
+	python manage.py seed_demo --base-url http://127.0.0.1:$(HOOKPOST_PORT) \
+	  --receiver-url http://127.0.0.1:$(RECEIVER_PORT)/webhooks \
+	  --key-file var/demo-api-key --admin-file var/demo-admin && \
 	honcho start -f Procfile; \
 	status=$$?; [ -f var/redis.pid ] && kill $$(cat var/redis.pid) 2>/dev/null; rm -f var/redis.pid; exit $$status
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache
+
+## Benchmarks (docs/BENCHMARKS.md): its own database hookpost_bench and Redis DB 12.
+## bench-deps installs nginx (the cheap receiver) from Debian, non-interactively;
+## the django-webhook baseline's virtualenv is made by the benchmark in var/bench/.
+BENCH_ARGS ?=
+bench-deps:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nginx-light; }
+
+bench: install services bench-deps
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: install services bench-deps
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)

@@ -94,3 +94,11 @@ def _worker_metrics(**kwargs: object) -> None:
     from config.metrics import start_worker_metrics_server
 
     start_worker_metrics_server()
+
+
+@worker_init.connect
+def _size_bulkheads(sender: object = None, **kwargs: object) -> None:
+    """Size the slow-endpoint compartment (deliveries.bulkhead) from this worker's pool."""
+    from deliveries import bulkhead
+
+    bulkhead.configure_worker(int(getattr(sender, "concurrency", 0) or 0))

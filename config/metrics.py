@@ -59,6 +59,22 @@ SCHEDULER_LAG = Histogram(
 API_REQUESTS = Counter("hookpost_api_requests_total", "API requests.", ["route", "method", "status"])
 
 
+def _count_deferral(sender: object = None, reason: str = "", **kwargs: object) -> None:
+    DEFERRALS.labels(reason=reason).inc()
+
+
+def _count_transition(sender: object = None, to_state: str = "", **kwargs: object) -> None:
+    CIRCUIT_TRANSITIONS.labels(to_state=to_state).inc()
+
+
+def connect_signals() -> None:
+    """Count the breaker's and admission's signals (``deliveries.signals``)."""
+    from deliveries.signals import circuit_transitioned, delivery_deferred
+
+    delivery_deferred.connect(_count_deferral, dispatch_uid="hookpost-metrics-deferral")
+    circuit_transitioned.connect(_count_transition, dispatch_uid="hookpost-metrics-transition")
+
+
 def record_attempt(*, outcome: str, duration_seconds: float, tenant_uid: str = "") -> None:
     tenant = tenant_uid if settings.HOOKPOST_METRICS_TENANT_LABELS else ""
     ATTEMPTS.labels(outcome=outcome, tenant=tenant).inc()

@@ -173,6 +173,9 @@ HOOKPOST_ALLOWED_TARGET_NETWORKS = env_list("HOOKPOST_ALLOWED_TARGET_NETWORKS")
 HOOKPOST_DEFAULT_TIMEOUT_SECONDS = env_int("HOOKPOST_DEFAULT_TIMEOUT_SECONDS", 15)
 HOOKPOST_MAX_TIMEOUT_SECONDS = 30
 HOOKPOST_SECRET_GRACE_SECONDS = env_int("HOOKPOST_SECRET_GRACE_SECONDS", 24 * 3600)
+# Fernet keys (comma-separated) that encrypt endpoint secrets at rest: the first
+# encrypts, all decrypt, so a new key goes first and `manage.py encrypt_secrets`
+# re-encrypts (webhooks.encryption). Unset: secrets are stored as they are.
 HOOKPOST_ENCRYPTION_KEY = env_str("HOOKPOST_ENCRYPTION_KEY")
 # Django refuses request bodies above this before DRF sees them; keep it in line
 # with the API's own limit so the API can answer 413 itself.
@@ -225,6 +228,62 @@ HOOKPOST_SCHEDULER_BATCH = env_int("HOOKPOST_SCHEDULER_BATCH", 500)
 # wait in PostgreSQL, so a large backlog costs the broker nothing.
 HOOKPOST_QUEUE_TARGET_DEPTH = env_int("HOOKPOST_QUEUE_TARGET_DEPTH", 2000)
 HOOKPOST_MAX_INTERNAL_FAILURES = env_int("HOOKPOST_MAX_INTERNAL_FAILURES", 3)
+
+# --- Endpoint protection (deliveries.breaker, .ratelimit, .bulkhead) ---------------
+# The circuit opens after this many breaker-failures in a row (connection error,
+# timeout, 5xx, 429) ...
+HOOKPOST_BREAKER_FAILURE_THRESHOLD = env_int("HOOKPOST_BREAKER_FAILURE_THRESHOLD", 5)
+# ... or when at least this share of at least MIN_ATTEMPTS attempts in the
+# sliding window failed.
+HOOKPOST_BREAKER_FAILURE_RATE = float(env_str("HOOKPOST_BREAKER_FAILURE_RATE", "0.5") or 0.5)
+HOOKPOST_BREAKER_MIN_ATTEMPTS = env_int("HOOKPOST_BREAKER_MIN_ATTEMPTS", 20)
+HOOKPOST_BREAKER_WINDOW_SECONDS = env_int("HOOKPOST_BREAKER_WINDOW_SECONDS", 60)
+# Open for this long, doubling on each re-open up to the maximum.
+HOOKPOST_BREAKER_COOLDOWN_SECONDS = float(env_str("HOOKPOST_BREAKER_COOLDOWN_SECONDS", "30") or 30)
+HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS = float(env_str("HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS", "600") or 600)
+# While the half-open probe is in flight, other deliveries look again this often
+# (most probes answer long before their lease ends).
+HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS = float(env_str("HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS", "2") or 2)
+# Deferred deliveries wake up spread over this share of their wait (at most 5 s),
+# so a crowd deferred together does not return together.
+HOOKPOST_DEFER_JITTER = float(env_str("HOOKPOST_DEFER_JITTER", "0.1") or 0.1)
+# Token bucket: an endpoint's rate_limit per second, with bursts of this many
+# seconds' worth; work over the limit reserves a slot at most this far ahead.
+HOOKPOST_RATE_LIMIT_BURST_SECONDS = float(env_str("HOOKPOST_RATE_LIMIT_BURST_SECONDS", "1") or 1)
+HOOKPOST_RATE_LIMIT_MAX_RESERVE_SECONDS = env_int("HOOKPOST_RATE_LIMIT_MAX_RESERVE_SECONDS", 60)
+# Bulkheads: requests in flight to one endpoint across all workers, and the
+# share of one worker's slots that endpoints failing slowly (timeouts, or
+# failures slower than SLOW_FAILURE_SECONDS) may hold together.
+HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = env_int("HOOKPOST_ENDPOINT_MAX_IN_FLIGHT", 10)
+HOOKPOST_DEGRADED_WORKER_SHARE = float(env_str("HOOKPOST_DEGRADED_WORKER_SHARE", "0.5") or 0.5)
+HOOKPOST_SLOW_FAILURE_SECONDS = float(env_str("HOOKPOST_SLOW_FAILURE_SECONDS", "2") or 2)
+HOOKPOST_BULKHEAD_RETRY_SECONDS = float(env_str("HOOKPOST_BULKHEAD_RETRY_SECONDS", "1") or 1)
+# An endpoint with no success for this long while failing is disabled.
+HOOKPOST_AUTO_DISABLE_AFTER_SECONDS = env_int("HOOKPOST_AUTO_DISABLE_AFTER_SECONDS", 5 * 24 * 3600)
+# Operational events (endpoint.disabled, message.attempt.exhausted,
+# endpoint.recovered) are POSTed here, signed with the whsec_ secret, when set.
+HOOKPOST_OPERATOR_WEBHOOK_URL = env_str("HOOKPOST_OPERATOR_WEBHOOK_URL") or ""
+HOOKPOST_OPERATOR_WEBHOOK_SECRET = env_str("HOOKPOST_OPERATOR_WEBHOOK_SECRET") or ""
+if HOOKPOST_OPERATOR_WEBHOOK_URL and not HOOKPOST_OPERATOR_WEBHOOK_SECRET:
+    raise ImproperlyConfigured(
+        "HOOKPOST_OPERATOR_WEBHOOK_URL is set without HOOKPOST_OPERATOR_WEBHOOK_SECRET (a whsec_ secret): "
+        "operational events are only sent signed."
+    )
+
+# --- Email (tenant notices such as an endpoint disabled) --------------------------
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH") or str(BASE_DIR / "var" / "mail")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Hookpost <hookpost@localhost>") or "hookpost@localhost"
 
 # --- Celery ---------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "memory://"

@@ -10,4 +10,7 @@ class DeliveriesConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the on-commit hand-off from ingest to the Celery queues.
+        from config.metrics import connect_signals
         from deliveries import tasks  # noqa: F401
+
+        connect_signals()

@@ -1,6 +1,9 @@
 """The delivery engine: one attempt of one delivery, from claim to transition.
 
     claim (conditional update on status + lease token)
+      -> admission (deliveries.admission: circuit breaker, bulkheads, rate
+         limit); refused -> deferred: next_attempt_at moves forward and the
+         lease is released, no attempt spent, no worker held while it waits
       -> build the body once and sign those exact bytes (webhooks.signing)
       -> POST through the transport (deliveries.transport)
       -> classify the result (deliveries.retry)
@@ -22,10 +25,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from deliveries import retry
+from config import metrics
+from deliveries import admission, operational, retry, signals
 from deliveries.models import Attempt, Delivery
 from deliveries.transport import Transport, TransportResult
 from webhooks import signing
@@ -136,18 +141,80 @@ def _attempt(delivery: Delivery, lease: str) -> str:
         return _finish(
             delivery, lease, status=Delivery.Status.SKIPPED, error=f"endpoint disabled: {endpoint.disabled_reason}"
         )
-    started_at = timezone.now()
-    request = build_request(delivery, endpoint, int(started_at.timestamp()))
-    result = transport().send(request.url, request.headers, request.body, timeout=request.timeout)
-    schedule = retry.schedule_for(endpoint.retry_schedule)
-    number_in_schedule = delivery.attempt_count - delivery.schedule_offset + 1
-    decision = retry.decide(
-        status=result.status,
-        attempt_number=number_in_schedule,
-        schedule=schedule,
-        retry_after=result.headers.get("retry-after"),
+    ticket = admission.admit(
+        endpoint=endpoint,
+        delivery_uid=delivery.uid,
+        lease_seconds=_timeout_of(endpoint) + settings.HOOKPOST_LEASE_MARGIN_SECONDS,
     )
-    return _record(delivery, lease, started_at, request, result, decision)
+    if ticket.defer_seconds is not None:
+        return _defer(delivery, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
+    try:
+        started_at = timezone.now()
+        request = build_request(delivery, endpoint, int(started_at.timestamp()))
+        result = transport().send(request.url, request.headers, request.body, timeout=request.timeout)
+    except BaseException:
+        ticket.release()  # nothing was sent: hand back the places (and the probe)
+        raise
+    try:
+        schedule = retry.schedule_for(endpoint.retry_schedule)
+        number_in_schedule = delivery.attempt_count - delivery.schedule_offset + 1
+        decision = retry.decide(
+            status=result.status,
+            attempt_number=number_in_schedule,
+            schedule=schedule,
+            retry_after=result.headers.get("retry-after"),
+        )
+        return _record(delivery, lease, started_at, request, result, decision)
+    finally:
+        _settle(ticket, result)
+
+
+def _settle(ticket: admission.Ticket, result: TransportResult) -> None:
+    """Count the result in the endpoint's breaker and free its bulkhead places.
+
+    The attempt is already recorded; trouble here is logged, not charged to
+    the delivery as an internal failure.
+    """
+    try:
+        ticket.settle(result)
+    except Exception:
+        logger.exception("could not count an attempt in the breaker of %s", ticket.endpoint.uid)
+    finally:
+        ticket.release()
+
+
+def _defer(delivery: Delivery, lease: str, *, seconds: float, reason: str) -> str:
+    """Put the delivery back for ``seconds`` without an attempt; "deferred", or "lease_lost".
+
+    Status and attempt count stay as they are; only ``next_attempt_at`` moves
+    and the lease is released, so the scheduler hands it out again when due
+    and no worker waits for it meanwhile.
+    """
+    now = timezone.now()
+    moved = Delivery.objects.filter(pk=delivery.pk, lease_token=lease).update(
+        next_attempt_at=now + timedelta(seconds=seconds),
+        lease_token=None,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    if not moved:
+        return "lease_lost"
+    logger.debug(
+        "deferred %s for %.2f s (%s)",
+        delivery.uid,
+        seconds,
+        reason,
+        extra={"delivery": delivery.uid, "endpoint": delivery.endpoint.uid, "tenant": delivery.tenant_id},
+    )
+    signals.delivery_deferred.send(
+        sender=Delivery,
+        endpoint_uid=delivery.endpoint.uid,
+        tenant_id=delivery.tenant_id,
+        delivery_uid=delivery.uid,
+        reason=reason,
+        seconds=seconds,
+    )
+    return "deferred"
 
 
 def build_request(delivery: Delivery, endpoint: Endpoint, timestamp: int) -> OutboundRequest:
@@ -223,7 +290,17 @@ def _record(
         )
         _note_endpoint_outcome(delivery.endpoint, ok=result.ok, now=now)
         if decision.verdict is retry.Verdict.GONE:
-            endpoint_disable(endpoint=delivery.endpoint, reason="The receiver answered 410 Gone.")
+            operational.endpoint_disable_with_notice(
+                endpoint=delivery.endpoint, reason="The receiver answered 410 Gone.", trigger="gone"
+            )
+        elif not result.ok and operational.failing_too_long(delivery.endpoint, now):
+            operational.endpoint_disable_with_notice(
+                endpoint=delivery.endpoint, reason=operational.auto_disable_reason(), trigger="failing"
+            )
+        if decision.verdict is retry.Verdict.EXHAUSTED:
+            operational.message_attempt_exhausted(
+                delivery=delivery, attempts=delivery.attempt_count + 1, status=result.status, last_error=error
+            )
     logger.info(
         "attempt %s of %s: %s -> %s",
         delivery.attempt_count + 1,
@@ -231,6 +308,11 @@ def _record(
         result.status or result.error_class,
         changes["status"],
         extra={"delivery": delivery.uid, "endpoint": delivery.endpoint.uid, "tenant": delivery.tenant_id},
+    )
+    metrics.record_attempt(
+        outcome=str(changes["status"]),
+        duration_seconds=result.duration_ms / 1000,
+        tenant_uid=str(delivery.tenant_id),
     )
     return str(changes["status"])
 
@@ -283,15 +365,22 @@ def _note_endpoint_outcome(endpoint: Endpoint, *, ok: bool, now: datetime) -> No
 
     Written at most once a second per endpoint on the success path, so a busy
     endpoint does not turn every delivery into an extra hot-row update.
+    ``failing_since`` marks the start of the current run of failures (the
+    auto-disable window); a success clears it.
     """
     recent = now - timedelta(seconds=1)
     if ok:
         Endpoint.objects.filter(pk=endpoint.pk).filter(
-            Q(last_success_at__isnull=True) | Q(last_success_at__lt=recent) | Q(consecutive_failures__gt=0)
-        ).update(last_success_at=now, consecutive_failures=0)
+            Q(last_success_at__isnull=True)
+            | Q(last_success_at__lt=recent)
+            | Q(consecutive_failures__gt=0)
+            | Q(failing_since__isnull=False)
+        ).update(last_success_at=now, consecutive_failures=0, failing_since=None)
     else:
         Endpoint.objects.filter(pk=endpoint.pk).update(
-            last_failure_at=now, consecutive_failures=F("consecutive_failures") + 1
+            last_failure_at=now,
+            consecutive_failures=F("consecutive_failures") + 1,
+            failing_since=Coalesce(F("failing_since"), Value(now, output_field=DateTimeField())),
         )
 
 

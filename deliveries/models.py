@@ -160,3 +160,65 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return self.uid
+
+
+class DeadLetterManager(models.Manager["DeadLetter"]):
+    def get_queryset(self) -> models.QuerySet[DeadLetter]:
+        return super().get_queryset().filter(status=Delivery.Status.DEAD)
+
+
+class DeadLetter(Delivery):
+    """A delivery whose retries are exhausted (``status = dead``), as its own
+    admin list: the dead-letter queue, where tenants replay or discard them.
+
+    A proxy: the rows are Delivery rows; the manager only filters them, served
+    by the ``(tenant, status, created DESC)`` index.
+    """
+
+    objects = DeadLetterManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
+
+
+def _operational_event_id() -> str:
+    return new_id("oev")
+
+
+class OperationalEvent(models.Model):
+    """Something operators and tenants should know about an endpoint or a message.
+
+    Written in the transaction of the change it reports; if
+    ``HOOKPOST_OPERATOR_WEBHOOK_URL`` is set it is also POSTed there, signed
+    (``deliveries.operational``), and ``notified_at`` records when that worked.
+    """
+
+    class Kind(models.TextChoices):
+        ENDPOINT_DISABLED = "endpoint.disabled", "Endpoint disabled"
+        ENDPOINT_RECOVERED = "endpoint.recovered", "Endpoint recovered"
+        MESSAGE_ATTEMPT_EXHAUSTED = "message.attempt.exhausted", "Message attempts exhausted"
+
+    uid = models.CharField(max_length=40, unique=True, default=_operational_event_id, editable=False)
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="operational_events")
+    # Kept when the endpoint is deleted: the event is history.
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="operational_events"
+    )
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    notify_attempts = models.PositiveSmallIntegerField(default=0)
+    notify_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="opevent_tenant_created"),
+            models.Index(fields=["kind", "-created_at"], name="opevent_kind_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.uid}"

@@ -4,7 +4,9 @@ Every tick claims due deliveries (``status`` pending/failed, ``next_attempt_at
 <= now``, no live lease) with ``SELECT … FOR UPDATE SKIP LOCKED``, so several
 schedulers never hand out the same row, puts a dispatch lease on them and
 queues their ids after commit. A delivery whose lease expired (its worker was
-killed, or Redis lost the queued task) is simply due again.
+killed, or Redis lost the queued task) is simply due again. First attempts go
+to the first-attempt queue; later attempts, and any work for an endpoint that
+is failing (failures in a row, or a circuit not closed), to the retry queue.
 
 Retry delays are never held as Celery countdowns/ETAs: those would sit in
 worker memory and be redelivered past the broker's visibility timeout. The
@@ -23,6 +25,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config import metrics
 from deliveries.engine import DUE_STATUSES, new_token
 from deliveries.models import Delivery
 
@@ -59,22 +62,33 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
         rows = list(
             due_deliveries(now)
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", "attempt_count")[:limit]
+            .values_list(
+                "pk", "attempt_count", "endpoint__consecutive_failures", "endpoint__circuit_state", "next_attempt_at"
+            )[:limit]
         )
         if not rows:
             return DispatchReport(0, 0, 0)
-        Delivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+        Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
             lease_token=token,
             lease_expires_at=now + timedelta(seconds=settings.HOOKPOST_DISPATCH_LEASE_SECONDS),
         )
-        first = [pk for pk, count in rows if count == 0]
-        retries = [pk for pk, count in rows if count > 0]
+        # Work for an endpoint that is already failing takes the retry lane even
+        # on its first attempt (or after a deferral), so fresh messages for
+        # healthy endpoints never queue behind it.
+        first = [pk for pk, count, failing, circuit, _ in rows if count == failing == 0 and circuit == "closed"]
+        chosen = set(first)
+        retries = [row[0] for row in rows if row[0] not in chosen]
+
+        oldest_due = min(row[4] for row in rows)
 
         def hand_over() -> None:
             if first:
                 enqueue(first, token, True)
+                metrics.DISPATCHED.labels(queue="first").inc(len(first))
             if retries:
                 enqueue(retries, token, False)
+                metrics.DISPATCHED.labels(queue="retry").inc(len(retries))
+            metrics.SCHEDULER_LAG.observe(max((timezone.now() - oldest_due).total_seconds(), 0.0))
 
         transaction.on_commit(hand_over)
     return DispatchReport(len(rows), len(first), len(retries))

@@ -5,10 +5,15 @@ Every read is scoped to one tenant and ordered by the indexed
 """
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
+
+from deliveries import breaker
 from deliveries.models import Attempt, Delivery, Message
-from webhooks.models import Tenant
+from webhooks.models import Endpoint, Tenant
 
 
 def message_list(*, tenant: Tenant) -> QuerySet[Message]:
@@ -38,4 +43,57 @@ def delivery_get(*, tenant: Tenant, uid: str) -> Delivery | None:
         .prefetch_related(Prefetch("attempts", queryset=attempts))
         .filter(uid=uid)
         .first()
+    )
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """How an endpoint is doing: its circuit, its run of failures, the last 24 hours."""
+
+    endpoint_id: str
+    enabled: bool
+    disabled_reason: str
+    disabled_at: datetime | None
+    circuit_state: str
+    circuit_changed_at: datetime | None
+    circuit_retry_at: datetime | None  # open: when it may half-open
+    circuit_cooldown_seconds: float | None
+    consecutive_failures: int
+    failing_since: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    attempts_24h: int
+    succeeded_24h: int
+    failed_24h: int
+    success_rate_24h: float | None  # None without attempts
+
+
+def endpoint_health(*, endpoint: Endpoint, now: datetime | None = None) -> EndpointHealth:
+    """The endpoint's health: the breaker's live state from Redis (the row's
+    mirror when Redis is unavailable) and its attempts of the last 24 hours."""
+    now = now or timezone.now()
+    stats = Attempt.objects.filter(
+        delivery__endpoint=endpoint, started_at__gte=now - timedelta(hours=24)
+    ).aggregate(
+        total=Count("pk"), ok=Count("pk", filter=Q(response_status__gte=200, response_status__lt=300))
+    )
+    total, ok = int(stats["total"]), int(stats["ok"])
+    live = breaker.snapshot(endpoint)
+    return EndpointHealth(
+        endpoint_id=endpoint.uid,
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        disabled_at=endpoint.disabled_at,
+        circuit_state=live.state if live else endpoint.circuit_state,
+        circuit_changed_at=(live.changed_at if live else None) or endpoint.circuit_changed_at,
+        circuit_retry_at=live.retry_at if live else None,
+        circuit_cooldown_seconds=live.cooldown_seconds if live else None,
+        consecutive_failures=endpoint.consecutive_failures,
+        failing_since=endpoint.failing_since,
+        last_success_at=endpoint.last_success_at,
+        last_failure_at=endpoint.last_failure_at,
+        attempts_24h=total,
+        succeeded_24h=ok,
+        failed_24h=total - ok,
+        success_rate_24h=round(ok / total, 4) if total else None,
     )

@@ -16,13 +16,14 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.utils import timezone
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
 from deliveries import dispatch
 from deliveries.engine import new_token
 from deliveries.fanout import deliveries_for, matching_endpoints
-from deliveries.models import Delivery, Message
+from deliveries.models import Attempt, Delivery, Message
 from webhooks.errors import Conflict, Invalid, PayloadTooLarge
 from webhooks.models import Endpoint, EventType, Tenant
 
@@ -207,3 +208,40 @@ def _request_hash(new: NewMessage) -> str:
 
 def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- Test events -----------------------------------------------------------------
+
+TEST_EVENT_TYPE = "hookpost.test"
+
+
+def message_publish_test(*, endpoint: Endpoint) -> Delivery:
+    """Send a test event to this one endpoint (the admin's "send test event").
+
+    Writes a Message of the reserved event type ``hookpost.test`` (created on
+    first use) and one Delivery to ``endpoint`` only, whatever its event-type
+    filter, and queues it after commit. Its attempts are recorded with trigger
+    ``test`` and it shows in the delivery history like any other. Raises
+    Conflict when the endpoint is disabled (it would only be skipped).
+    """
+    if not endpoint.enabled:
+        raise Conflict("The endpoint is disabled; enable it before sending a test event.")
+    with transaction.atomic():
+        event_type, _ = EventType.objects.get_or_create(
+            name=TEST_EVENT_TYPE, defaults={"description": "Test events sent from the Hookpost admin."}
+        )
+        message = Message.objects.create(
+            tenant_id=endpoint.tenant_id,
+            event_type=event_type,
+            payload={
+                "message": "This is a test event from Hookpost.",
+                "endpoint_id": endpoint.uid,
+                "sent_at": timezone.now().isoformat(),
+            },
+        )
+        token = new_token()
+        (delivery,) = deliveries_for(message=message, endpoints=[endpoint], lease_token=token)
+        delivery.next_trigger = Attempt.Trigger.TEST
+        delivery.save()
+        dispatch.enqueue_on_commit([delivery.pk], token)
+    return delivery

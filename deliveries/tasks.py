@@ -10,9 +10,11 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.db.models import Q
 
 from config.celery import FIRST_QUEUE, RETRY_QUEUE, app
 from deliveries import dispatch, engine, retention, scheduler
+from deliveries.models import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,18 @@ def purge_expired() -> None:
     retention.purge_expired()
 
 
+@shared_task(name="hookpost.notify_operator", bind=True, ignore_result=True, max_retries=4)
+def notify_operator(self, event_id: int) -> None:  # type: ignore[no-untyped-def]
+    """POST one operational event to the operator webhook.
+
+    A few short retries; after them the event stays unsent (``notified_at`` null) on its row.
+    """
+    from deliveries import operational
+
+    if not operational.event_notify(event_id=event_id):
+        raise self.retry(countdown=10 * 2**self.request.retries)
+
+
 def enqueue(delivery_ids: list[int], token: str, first_attempt: bool) -> None:
     """Queue ``deliver`` tasks; called after the lease-setting transaction commits."""
     queue = FIRST_QUEUE if first_attempt else RETRY_QUEUE
@@ -69,4 +83,20 @@ def queued_count() -> int:
     return total
 
 
-dispatch.register_enqueuer(lambda ids, token: enqueue(ids, token, True))
+def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
+    """Queue freshly accepted deliveries: first attempts, except that work for an
+    endpoint already failing takes the retry lane, as the scheduler does, so a
+    broken tenant's fan-out never queues ahead of healthy endpoints' messages."""
+    failing = set(
+        Delivery.objects.filter(pk__in=delivery_ids)
+        .filter(Q(endpoint__consecutive_failures__gt=0) | ~Q(endpoint__circuit_state="closed"))
+        .values_list("pk", flat=True)
+    )
+    healthy = [pk for pk in delivery_ids if pk not in failing]
+    if healthy:
+        enqueue(healthy, token, True)
+    if failing:
+        enqueue([pk for pk in delivery_ids if pk in failing], token, False)
+
+
+dispatch.register_enqueuer(enqueue_fresh)

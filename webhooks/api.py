@@ -19,6 +19,7 @@ from webhooks.models import Endpoint, EventType, Tenant
 from webhooks.permissions import IsOperator, IsOperatorOrReadOnly
 from webhooks.tenancy import TenantScopedView
 from webhooks.serializers import (
+    EndpointHealthSerializer,
     EndpointSerializer,
     EndpointUpdateSerializer,
     EndpointWithSecretSerializer,
@@ -200,3 +201,16 @@ class EndpointRotateSecretView(EndpointScopedView):
             endpoint=self.endpoint, grace_seconds=data.get("grace_seconds"), secret=data.get("secret")
         )
         return Response({"secret": secret})
+
+
+class EndpointHealthView(EndpointScopedView):
+    """The endpoint's circuit breaker state, run of failures and last 24 hours of attempts."""
+
+    serializer_class = EndpointHealthSerializer
+
+    @extend_schema(operation_id="endpoints_health")
+    def get(self, request: Request, uid: str, endpoint_id: str) -> Response:
+        # The runtime domain owns attempts and the shared breaker state.
+        from deliveries.selectors import endpoint_health
+
+        return Response(EndpointHealthSerializer(endpoint_health(endpoint=self.endpoint)).data)

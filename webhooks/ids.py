@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ulid import ULID
 
-PREFIXES = ("tnt", "key", "ep", "msg", "dlv", "att", "whsec")
+PREFIXES = ("tnt", "key", "ep", "msg", "dlv", "att", "whsec", "oev")
 
 
 def new_id(prefix: str) -> str:

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from webhooks.encryption import EncryptedSecretField
 from webhooks.ids import new_id
 
 
@@ -166,6 +167,9 @@ class Endpoint(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_failure_at = models.DateTimeField(null=True, blank=True)
+    # Start of the current run of failed attempts (null after a success): an
+    # endpoint failing for HOOKPOST_AUTO_DISABLE_AFTER_SECONDS is disabled.
+    failing_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -186,7 +190,8 @@ class EndpointSecret(models.Model):
     """
 
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="secrets")
-    secret = models.TextField()
+    # Encrypted at rest when HOOKPOST_ENCRYPTION_KEY is set (webhooks.encryption).
+    secret = EncryptedSecretField()
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
 

@@ -118,3 +118,30 @@ class RotateSecretSerializer(serializers.Serializer[Any]):
         required=False, min_value=0, help_text="How long the old secret keeps signing (default 24 h)."
     )
     secret = serializers.CharField(required=False, help_text="Bring your own whsec_ secret (optional).")
+
+
+class EndpointHealthSerializer(serializers.Serializer[Any]):
+    """``GET /endpoints/{id}/health/``: the circuit, the run of failures, the last 24 hours."""
+
+    id = serializers.CharField(source="endpoint_id", read_only=True)
+    enabled = serializers.BooleanField(read_only=True)
+    disabled_reason = serializers.CharField(read_only=True)
+    disabled_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    circuit_state = serializers.ChoiceField(choices=Endpoint.CircuitState.choices, read_only=True)
+    circuit_changed_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    circuit_retry_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When an open circuit may let a probe through."
+    )
+    circuit_cooldown_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    consecutive_failures = serializers.IntegerField(read_only=True, help_text="Failed attempts in a row.")
+    failing_since = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Start of the current run of failed attempts."
+    )
+    last_success_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_failure_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    attempts_24h = serializers.IntegerField(read_only=True)
+    succeeded_24h = serializers.IntegerField(read_only=True)
+    failed_24h = serializers.IntegerField(read_only=True)
+    success_rate_24h = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Share of attempts answered 2xx; null without attempts."
+    )

@@ -267,15 +267,38 @@ def endpoint_update(*, endpoint: Endpoint, data: dict[str, Any]) -> Endpoint:
             setattr(endpoint, field, data[field])
     if "headers" in data:
         endpoint.headers = data["headers"] or {}
+    reenabled = False
     if "enabled" in data and data["enabled"] != endpoint.enabled:
         endpoint.enabled = data["enabled"]
         endpoint.disabled_at = None if endpoint.enabled else timezone.now()
         endpoint.disabled_reason = "" if endpoint.enabled else "Disabled by the tenant."
+        if endpoint.enabled:
+            _endpoint_protection_clear(endpoint)
+            reenabled = True
     with transaction.atomic():
         endpoint.save()
         if types is not None:
             endpoint.event_types.set(types)
+        if reenabled:
+            transaction.on_commit(lambda: _endpoint_breaker_reset(endpoint))
     return endpoint
+
+
+def _endpoint_protection_clear(endpoint: Endpoint) -> None:
+    """A re-enabled endpoint starts afresh: circuit closed and no run of failures,
+    so the auto-disable window starts again from its next failure."""
+    endpoint.circuit_state = Endpoint.CircuitState.CLOSED
+    endpoint.circuit_changed_at = timezone.now()
+    endpoint.consecutive_failures = 0
+    endpoint.failing_since = None
+
+
+def _endpoint_breaker_reset(endpoint: Endpoint) -> None:
+    # The runtime domain owns the breaker state shared in Redis; imported here
+    # so the configuration domain does not load the delivery engine.
+    from deliveries import breaker
+
+    breaker.reset(endpoint)
 
 
 def endpoint_delete(*, endpoint: Endpoint) -> None:
@@ -371,3 +394,26 @@ def _event_types_by_name(names: list[str]) -> list[EventType]:
     if problems:
         raise Invalid("Some event types cannot be used.", {"event_types": problems})
     return list(found.values())
+
+
+def endpoint_check(*, data: dict[str, Any]) -> None:
+    """Raise Invalid, with per-field details, if ``endpoint_create``/``endpoint_update``
+    would refuse these fields; write nothing.
+
+    For forms (the admin) that must show the service's errors next to the
+    fields before anything is saved. Only the keys present are checked:
+    ``url``, ``headers``, ``retry_schedule``, ``secret``, ``event_types`` (names).
+    """
+    errors: dict[str, list[str]] = {}
+    if "url" in data:
+        _collect(errors, "url", _check_target, data["url"])
+    if "headers" in data:
+        _collect(errors, "headers", _check_headers, data["headers"] or {})
+    if "retry_schedule" in data:
+        _collect(errors, "retry_schedule", _check_retry_schedule, data["retry_schedule"])
+    if "secret" in data:
+        _collect(errors, "secret", _check_secret, data["secret"])
+    if "event_types" in data:
+        _collect(errors, "event_types", _event_types_by_name, data["event_types"] or [])
+    if errors:
+        raise Invalid("The endpoint is invalid.", errors)

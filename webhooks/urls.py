@@ -25,4 +25,9 @@ urlpatterns = [
         api.EndpointRotateSecretView.as_view(),
         name="endpoint-rotate-secret",
     ),
+    path(
+        "tenants/<str:uid>/endpoints/<str:endpoint_id>/health/",
+        api.EndpointHealthView.as_view(),
+        name="endpoint-health",
+    ),
 ]

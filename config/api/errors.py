@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -94,12 +95,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(envelope(code, message), status=exc.status_code, headers=headers)
 
 
-def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    """handler404 for URLs that match no route, so API clients get the envelope."""
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: the envelope for API paths, Django's page for the admin and the rest."""
+    if not request.path.startswith("/api/"):
+        return defaults.page_not_found(request, exception or Http404())
     return JsonResponse(envelope("not_found", "Not found."), status=404)
 
 
-def json_server_error(request: HttpRequest) -> JsonResponse:
+def json_server_error(request: HttpRequest) -> HttpResponse:
+    if not request.path.startswith("/api/"):
+        return defaults.server_error(request)
     return JsonResponse(
         envelope("internal_error", "Something went wrong on our side; it has been logged."),
         status=500,

@@ -161,6 +161,7 @@ ROUTES = [
     Route("DELETE", "/api/v1/tenants/{uid}/endpoints/{ep}/", None, 204),
     Route("GET", "/api/v1/tenants/{uid}/endpoints/{ep}/secret/", None, 200),
     Route("POST", "/api/v1/tenants/{uid}/endpoints/{ep}/rotate-secret/", {}, 200),
+    Route("GET", "/api/v1/tenants/{uid}/endpoints/{ep}/health/", None, 200),
     Route("GET", "/api/v1/tenants/{uid}/messages/", None, 200),
     Route("POST", "/api/v1/tenants/{uid}/messages/", MESSAGE_BODY, 202),
     Route("POST", "/api/v1/tenants/{uid}/messages/batch/", {"messages": [MESSAGE_BODY]}, 202),

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+import secrets as secrets_module
 from pathlib import Path
 
 from webhooks import selectors, services
@@ -29,6 +30,10 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
         parser.add_argument("--receiver-url", default="", help="Register this URL as the demo endpoint")
         parser.add_argument("--secret-file", default="var/demo-receiver-secrets")
+        parser.add_argument("--key-file", default="", help="Also write the new API key here (0600)")
+        parser.add_argument(
+            "--admin-file", default="", help="Create a superuser 'admin' and write its login here (0600)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(uid=DEMO_TENANT).first() or services.tenant_create(
@@ -44,10 +49,11 @@ class Command(BaseCommand):
                     tenant=tenant, url=options["receiver_url"], description="make run demo receiver"
                 ).endpoint
             secrets = selectors.endpoint_signing_secrets(endpoint=endpoint)
-            path = Path(options["secret_file"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("\n".join(secrets) + "\n")
-            path.chmod(0o600)
+            _write_private(Path(options["secret_file"]), "\n".join(secrets) + "\n")
+        if options["key_file"]:
+            _write_private(Path(options["key_file"]), raw + "\n")
+        if options["admin_file"]:
+            self._demo_admin(Path(options["admin_file"]))
         base = options["base_url"]
         self.stdout.write(
             f"\nDemo tenant '{tenant.uid}' is ready. API key (shown once): {raw}\n"
@@ -57,3 +63,23 @@ class Command(BaseCommand):
             f"    -H 'Authorization: Bearer {raw}' -H 'Content-Type: application/json' \\\n"
             f"    -d '{{\"event_type\": \"{DEMO_EVENT_TYPE}\", \"payload\": {{\"hello\": \"world\"}}}}'\n"
         )
+
+    def _demo_admin(self, path: Path) -> None:
+        """A superuser for the local admin; its password is kept in ``path``."""
+        from django.contrib.auth import get_user_model
+
+        User = get_user_model()
+        if path.exists() and User.objects.filter(username="admin").exists():
+            return
+        password = secrets_module.token_urlsafe(12)
+        user = User.objects.filter(username="admin").first() or User(username="admin", email="admin@localhost")
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        _write_private(path, f"admin / {password}\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)

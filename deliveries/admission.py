@@ -1,0 +1,114 @@
+"""Admission: may one attempt go out now, and if not, how long it waits.
+
+The engine asks after claiming a delivery and before building the request.
+The checks, each owned by its own module, run in this order:
+
+1. the circuit breaker (``deliveries.breaker``): open -> wait until it may
+   half-open; half-open with a probe in flight -> look again after
+   ``HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS`` (or when the probe's lease ends,
+   if sooner). The cheapest "no" for an endpoint that is down, so it goes first.
+2. the bulkheads (``deliveries.bulkhead``): a full compartment -> wait briefly.
+3. the rate limit (``deliveries.ratelimit``): over the limit -> wait for the
+   reserved slot. Last, because once it grants a token (or honours a
+   reservation) the attempt goes out for certain: no token is spent on work a
+   later check would refuse.
+
+A refusal hands back what earlier checks granted (the probe, the places).
+A refused delivery is deferred by the engine without spending an attempt;
+the waits carry jitter, so a crowd deferred together does not wake together.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from deliveries import breaker, bulkhead, ratelimit
+from deliveries.transport import TransportResult
+from webhooks.models import Endpoint
+
+CIRCUIT_OPEN = "circuit_open"
+BULKHEAD = "bulkhead"
+RATE_LIMITED = "rate_limited"
+
+# Deferred work never wakes sooner than this: a claim and a deferral cost two
+# writes, not worth repeating within milliseconds.
+_MIN_WAIT_SECONDS = 0.05
+_MAX_JITTER_SECONDS = 5.0
+
+
+@dataclass
+class Ticket:
+    """The answer for one attempt. Admitted when ``defer_seconds`` is None.
+
+    An admitted ticket must be settled with the attempt's result (the breaker
+    counts it; a probe reports) and then released (the bulkhead places).
+    """
+
+    endpoint: Endpoint
+    defer_seconds: float | None = None
+    reason: str = ""
+    probe: str | None = None
+    hold: bulkhead.Hold | None = None
+    _settled: bool = field(default=False, repr=False)
+
+    @property
+    def admitted(self) -> bool:
+        return self.defer_seconds is None
+
+    def settle(self, result: TransportResult) -> breaker.Transition | None:
+        """Count the attempt's result in the endpoint's breaker."""
+        self._settled = True
+        return breaker.record(
+            self.endpoint, breaker.outcome_of(result), probe=self.probe, slow=breaker.is_slow(result)
+        )
+
+    def release(self) -> None:
+        """Give back the bulkhead places, and the probe if no result was reported."""
+        if self.hold is not None:
+            self.hold.release()
+        if self.probe and not self._settled:
+            breaker.release_probe(self.endpoint, self.probe)
+            self._settled = True
+
+
+def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float) -> Ticket:
+    """Run the checks for one attempt of ``delivery_uid`` to ``endpoint``.
+
+    ``lease_seconds`` is how long the attempt may hold what it is granted if
+    its worker dies (the delivery's lease): the probe and the in-flight place.
+    """
+    circuit = breaker.admit(endpoint, probe_lease_seconds=lease_seconds)
+    if not circuit.allowed:
+        wait = circuit.retry_in_seconds
+        if circuit.state == breaker.HALF_OPEN:
+            # The probe's answer is the next decision point, and most probes
+            # answer long before their lease ends: look again soon.
+            wait = min(wait, settings.HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS)
+        return Ticket(endpoint, _jittered(wait), CIRCUIT_OPEN)
+    ticket = Ticket(endpoint, probe=circuit.probe)
+    hold = bulkhead.acquire(
+        endpoint_uid=endpoint.uid,
+        slow=circuit.slow,
+        lease_seconds=lease_seconds,
+        timeout_seconds=float(endpoint.timeout_seconds or settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS),
+    )
+    if isinstance(hold, bulkhead.Refused):
+        ticket.release()
+        return Ticket(endpoint, hold.wait_seconds, BULKHEAD)
+    ticket.hold = hold
+    if endpoint.rate_limit:
+        taken = ratelimit.take(endpoint_uid=endpoint.uid, rate=endpoint.rate_limit, delivery_uid=delivery_uid)
+        if not taken.allowed:
+            ticket.release()
+            # A reserved slot is exact: jitter would only hand it to someone else.
+            wait = taken.wait_seconds if taken.reserved else _jittered(taken.wait_seconds)
+            return Ticket(endpoint, max(wait, _MIN_WAIT_SECONDS), RATE_LIMITED)
+    return ticket
+
+
+def _jittered(seconds: float) -> float:
+    spread = min(max(seconds * settings.HOOKPOST_DEFER_JITTER, _MIN_WAIT_SECONDS), _MAX_JITTER_SECONDS)
+    return max(seconds, _MIN_WAIT_SECONDS) + random.uniform(0, spread)

@@ -1,0 +1,178 @@
+"""Bulkheads: how many worker slots one endpoint, and failing endpoints together, may hold.
+
+Two compartments, both checked before an attempt goes out:
+
+- **Per endpoint, across the fleet** (Redis): at most
+  ``HOOKPOST_ENDPOINT_MAX_IN_FLIGHT`` requests in flight to one endpoint from
+  all workers together, so one slow receiver holds at most its share of the
+  slots and is not buried under parallel requests. Each holder is a member of
+  a sorted set scored by its lease's end, so a worker killed mid-request frees
+  its place when the lease ends instead of leaking it.
+- **Slowly failing endpoints, per worker** (in process): endpoints whose
+  failures since their last success include slow ones (timeouts: a receiver
+  that hangs) may together hold at most ``HOOKPOST_DEGRADED_WORKER_SHARE`` of
+  this worker's pool. However many endpoints hang until their timeout, the
+  rest of the pool keeps serving the healthy ones while the breakers collect
+  the failures that open them. Endpoints that fail fast (refused connections,
+  quick 5xx) hold a slot for milliseconds and are left out: making them wait
+  for slots would only delay the failures that open their circuits.
+
+A delivery over either cap is deferred briefly (``HOOKPOST_BULKHEAD_RETRY_SECONDS``,
+with jitter) without spending an attempt, and its thread is free at once.
+
+Why hand-written: a bulkhead is a counting semaphore; the per-endpoint one
+must be shared by processes on many machines and survive a holder's death,
+which is a dozen lines of Lua, and the per-worker one is a
+``threading.BoundedSemaphore``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+
+from deliveries import shared_state
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1] sorted set of holders scored by lease end (ms). ARGV: holder, cap, lease ms.
+# -> {1, 0} taken, or {0, ms until the earliest lease ends}
+_ACQUIRE = shared_state.LuaScript(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(first[2]) - now}
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
+return {1, 0}
+"""
+)
+
+_worker_lock = threading.Lock()
+_slow_slots: threading.BoundedSemaphore | None = None
+_slow_size = 0
+# When this process's slow compartment refused an attempt (monotonic seconds),
+# to estimate the crowd waiting for it.
+_slow_refusals: deque[float] = deque()
+_CROWD_WINDOW_SECONDS = 10.0
+
+
+def configure_worker(concurrency: int) -> None:
+    """Size this process's slow-endpoint compartment from its pool size.
+
+    Called from the Celery ``worker_init`` signal (``config.celery``). Outside
+    a worker (web, shell, tests) the compartment is unlimited.
+    """
+    global _slow_slots, _slow_size
+    with _worker_lock:
+        _slow_refusals.clear()
+        if concurrency <= 0:
+            _slow_slots, _slow_size = None, 0
+            return
+        _slow_size = max(1, min(int(concurrency * settings.HOOKPOST_DEGRADED_WORKER_SHARE), concurrency))
+        _slow_slots = threading.BoundedSemaphore(_slow_size)
+    logger.info("slowly failing endpoints may hold %d of this worker's %d slots", _slow_size, concurrency)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """No place: ``compartment`` is ``slow`` (this worker's share for slowly
+    failing endpoints) or ``endpoint`` (the fleet-wide cap); ask again after
+    ``wait_seconds`` (jittered)."""
+
+    compartment: str
+    wait_seconds: float
+
+
+@dataclass
+class Hold:
+    """Places taken for one attempt; ``release()`` gives them back (idempotent)."""
+
+    endpoint_key: str | None = None
+    holder: str = ""
+    local: threading.BoundedSemaphore | None = None
+    _released: bool = field(default=False, repr=False)
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self.local is not None:
+            self.local.release()
+        if self.endpoint_key is not None:
+            try:
+                shared_state.client().zrem(self.endpoint_key, self.holder)
+            except redis.RedisError:
+                logger.warning("could not release an in-flight place; it lapses with its lease")
+
+
+def acquire(*, endpoint_uid: str, slow: bool, lease_seconds: float, timeout_seconds: float) -> Hold | Refused:
+    """Take a place for one attempt to ``endpoint_uid``, or say how long to wait for one.
+
+    ``slow``: the endpoint has been failing slowly, so the attempt also needs
+    a place in this worker's slow-endpoint compartment. ``lease_seconds``
+    bounds how long the fleet-wide place is held if this process dies without
+    releasing it; ``timeout_seconds`` is how long the endpoint's attempts may
+    take. Fails open on the fleet-wide cap when Redis is unavailable.
+    """
+    hold = Hold()
+    slots = _slow_slots
+    if slow and slots is not None:
+        if not slots.acquire(blocking=False):
+            return Refused("slow", _slow_wait(timeout_seconds))
+        hold.local = slots
+    cap = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT
+    if cap > 0:
+        key = shared_state.key("inflight", endpoint_uid)
+        holder = uuid.uuid4().hex
+        try:
+            taken, _ = _ACQUIRE([key], [holder, cap, int(lease_seconds * 1000)])  # type: ignore[misc]
+        except redis.RedisError:
+            logger.warning("in-flight state unavailable for %s; letting the attempt through", endpoint_uid)
+            return hold
+        if not taken:
+            hold.release()
+            base = max(settings.HOOKPOST_BULKHEAD_RETRY_SECONDS, 0.05)
+            return Refused("endpoint", base + random.uniform(0, base))
+        hold.endpoint_key, hold.holder = key, holder
+    return hold
+
+
+def _slow_wait(timeout_seconds: float) -> float:
+    """The wait for an attempt the slow compartment refused.
+
+    Each place serves about one attempt per ``timeout_seconds`` (a hanging
+    receiver holds it that long), so a crowd of ``n`` waiting for ``slots``
+    places needs about ``n / slots`` timeouts: spread the crowd over that.
+    Asking sooner would only churn claims; the crowd is estimated from this
+    process's recent refusals.
+    """
+    now = time.monotonic()
+    with _worker_lock:
+        _slow_refusals.append(now)
+        while _slow_refusals and _slow_refusals[0] < now - _CROWD_WINDOW_SECONDS:
+            _slow_refusals.popleft()
+        crowd, slots = len(_slow_refusals), max(_slow_size, 1)
+    base = max(timeout_seconds, settings.HOOKPOST_BULKHEAD_RETRY_SECONDS, 0.05)
+    return base * (1 + random.uniform(0, max(1.0, crowd / slots)))
+
+
+def in_flight(*, endpoint_uid: str) -> int:
+    """Live places held for the endpoint across the fleet (for tests and display)."""
+    key = shared_state.key("inflight", endpoint_uid)
+    client = shared_state.client()
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    return int(client.zcount(key, now_ms, "+inf"))

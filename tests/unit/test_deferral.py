@@ -1,0 +1,189 @@
+"""The engine meets endpoint protection: a delivery refused by the breaker,
+the bulkhead or the rate limit is deferred -- next_attempt_at moves forward,
+the lease is released, no Attempt is written and the attempt count stays --
+and what admission granted (the probe, the places) is always handed back."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from deliveries import breaker, bulkhead, engine, ratelimit
+from deliveries.models import Attempt, Delivery
+from deliveries.scheduler import due_deliveries
+from deliveries.signals import delivery_deferred
+from tests.factories import DeliveryFactory, EndpointFactory
+from tests.unit.protection_helpers import ScriptedTransport, open_circuit, run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def transport(monkeypatch) -> ScriptedTransport:  # type: ignore[no-untyped-def]
+    scripted = ScriptedTransport(200)
+    monkeypatch.setattr(engine, "transport", lambda: scripted)
+    return scripted
+
+
+@pytest.fixture
+def deferrals() -> Any:
+    seen: list[dict[str, Any]] = []
+
+    def note(sender: Any, **kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    delivery_deferred.connect(note)
+    yield seen
+    delivery_deferred.disconnect(note)
+
+
+def _delivery(**endpoint_fields: Any) -> Delivery:
+    endpoint = EndpointFactory(**endpoint_fields)
+    return DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+
+
+def _assert_deferred_without_an_attempt(
+    delivery: Delivery, before: Delivery, *, at_least: float, at_most: float
+):
+    after = Delivery.objects.get(pk=delivery.pk)
+    assert after.status == before.status
+    assert after.attempt_count == before.attempt_count
+    assert after.lease_token is None and after.lease_expires_at is None
+    assert not Attempt.objects.filter(delivery=delivery).exists()
+    wait = (after.next_attempt_at - timezone.now()).total_seconds()
+    assert at_least - 0.5 <= wait <= at_most, wait
+    return after
+
+
+def test_a_delivery_meeting_an_open_circuit_is_deferred_to_its_end_without_an_attempt(transport, deferrals):
+    # given a failed delivery (2 attempts spent) to an endpoint whose circuit is open (30 s)
+    delivery = _delivery()
+    Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.FAILED, attempt_count=2)
+    open_circuit(delivery.endpoint)
+    before = Delivery.objects.get(pk=delivery.pk)
+
+    # when a worker picks it up
+    outcome = run(delivery)
+
+    # then nothing is sent; it waits for the cool-down (+ jitter) keeping its attempt count
+    assert outcome == "deferred"
+    assert transport.sent == []
+    _assert_deferred_without_an_attempt(delivery, before, at_least=29, at_most=30 + 3.1)
+    assert not due_deliveries().filter(pk=delivery.pk).exists()
+    assert deferrals[-1]["reason"] == "circuit_open" and deferrals[-1]["delivery_uid"] == delivery.uid
+
+
+def test_after_the_cooldown_one_delivery_probes_and_the_others_wait_for_it(settings, monkeypatch):
+    settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0.2
+    endpoint = EndpointFactory()
+    deliveries = [
+        DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+        for _ in range(3)
+    ]
+    open_circuit(endpoint)
+    time.sleep(0.25)
+    # the probe's request hangs in our stub while the others are tried
+    others: list[str | None] = []
+
+    class ProbeTransport(ScriptedTransport):
+        def send(self, *args: Any, **kwargs: Any) -> Any:
+            others.extend(run(d) for d in deliveries[1:])
+            return super().send(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "transport", lambda: ProbeTransport(200))
+
+    assert run(deliveries[0]) == "succeeded"
+
+    assert others == ["deferred", "deferred"]
+    assert breaker.snapshot(endpoint).state == "closed"  # type: ignore[union-attr]
+
+
+def test_a_full_bulkhead_defers_briefly(settings, transport, deferrals):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 1
+    delivery = _delivery()
+    held = bulkhead.acquire(
+        endpoint_uid=delivery.endpoint.uid, slow=False, lease_seconds=30, timeout_seconds=1
+    )
+    before = Delivery.objects.get(pk=delivery.pk)
+
+    assert run(delivery) == "deferred"
+
+    _assert_deferred_without_an_attempt(delivery, before, at_least=1, at_most=2.01)
+    assert deferrals[-1]["reason"] == "bulkhead"
+    assert isinstance(held, bulkhead.Hold)
+    held.release()
+    assert run(delivery) == "succeeded"
+
+
+def test_over_the_rate_limit_a_delivery_waits_for_its_reserved_slot(settings, transport, deferrals):
+    settings.HOOKPOST_RATE_LIMIT_BURST_SECONDS = 1
+    endpoint = EndpointFactory(rate_limit=1)
+    first, second = (
+        DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+        for _ in range(2)
+    )
+    assert run(first) == "succeeded"
+    before = Delivery.objects.get(pk=second.pk)
+
+    assert run(second) == "deferred"
+
+    _assert_deferred_without_an_attempt(second, before, at_least=0.9, at_most=1.01)
+    assert deferrals[-1]["reason"] == "rate_limited"
+    # it comes back on its reservation and goes through
+    assert run(second) == "succeeded"
+    assert len(transport.sent) == 2
+
+
+def test_a_probe_refused_by_the_rate_limit_is_handed_back(settings, transport):
+    settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0.1
+    settings.HOOKPOST_RATE_LIMIT_BURST_SECONDS = 1
+    endpoint = EndpointFactory(rate_limit=1)
+    delivery = DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+    ratelimit.take(endpoint_uid=endpoint.uid, rate=1, delivery_uid="dlv_someone_else")  # the token is gone
+    open_circuit(endpoint)
+    time.sleep(0.15)
+
+    # when the cooled-down circuit makes this delivery its probe but the rate limit refuses it
+    assert run(delivery) == "deferred"
+
+    # then the probe is free for the next caller at once
+    assert breaker.admit(endpoint, probe_lease_seconds=5).probe
+
+
+def test_an_internal_error_after_admission_hands_back_the_probe_and_the_place(settings, monkeypatch):
+    settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0.1
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    delivery = _delivery()
+    open_circuit(delivery.endpoint)
+    time.sleep(0.15)
+    monkeypatch.setattr(engine, "build_request", lambda *a: (_ for _ in ()).throw(RuntimeError("bug")))
+
+    assert run(delivery) == Delivery.Status.PENDING  # counted as an internal failure
+
+    assert bulkhead.in_flight(endpoint_uid=delivery.endpoint.uid) == 0
+    assert breaker.admit(delivery.endpoint, probe_lease_seconds=5).probe
+
+
+def test_attempts_are_counted_in_the_breaker_and_free_their_place(settings, monkeypatch):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    endpoint = EndpointFactory(retry_schedule=[1] * 10)
+    monkeypatch.setattr(engine, "transport", lambda: ScriptedTransport(503))
+    deliveries = [
+        DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+        for _ in range(6)
+    ]
+
+    outcomes = [run(d) for d in deliveries]
+
+    # five 503s open the circuit; the sixth delivery is deferred, not sent
+    assert outcomes == ["failed"] * 5 + ["deferred"]
+    assert breaker.snapshot(endpoint).state == "open"  # type: ignore[union-attr]
+    assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
+    row = endpoint.__class__.objects.get(pk=endpoint.pk)
+    assert (row.circuit_state, row.consecutive_failures) == ("open", 5)
+    assert row.failing_since is not None and row.failing_since <= timezone.now() - timedelta(seconds=0)

@@ -1,0 +1,68 @@
+"""Work for an endpoint that is failing takes the retry lane, even on its
+first attempt: from the scheduler and straight from ingest, so a broken
+tenant's fan-out never queues ahead of healthy endpoints' fresh messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from deliveries import scheduler, tasks
+from deliveries.models import Delivery
+from tests.factories import DeliveryFactory, EndpointFactory
+from webhooks.models import Endpoint
+
+pytestmark = pytest.mark.django_db
+
+
+def _due(endpoint: Endpoint, attempts: int = 0) -> Delivery:
+    return DeliveryFactory(
+        endpoint=endpoint,
+        tenant=endpoint.tenant,
+        message__tenant=endpoint.tenant,
+        attempt_count=attempts,
+        next_attempt_at=timezone.now(),
+    )
+
+
+@pytest.fixture
+def endpoints() -> dict[str, Endpoint]:
+    return {
+        "healthy": EndpointFactory(),
+        "failing": EndpointFactory(consecutive_failures=3),
+        "open": EndpointFactory(circuit_state="open"),
+    }
+
+
+def test_the_scheduler_sends_first_attempts_of_failing_endpoints_to_the_retry_lane(
+    endpoints, django_capture_on_commit_callbacks
+):
+    first = {name: _due(endpoint) for name, endpoint in endpoints.items()}
+    retry = _due(endpoints["healthy"], attempts=2)
+    handed: dict[bool, list[int]] = {True: [], False: []}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = scheduler.dispatch_due(enqueue=lambda ids, token, first: handed[first].extend(ids), limit=10)
+
+    assert (report.first_attempts, report.retries) == (1, 3)
+    assert handed[True] == [first["healthy"].pk]
+    assert sorted(handed[False]) == sorted([first["failing"].pk, first["open"].pk, retry.pk])
+
+
+def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, monkeypatch):
+    deliveries = {name: _due(endpoint) for name, endpoint in endpoints.items()}
+    queued: list[tuple[list[int], bool]] = []
+
+    def record(ids: list[int], token: str, first_attempt: bool) -> Any:
+        queued.append((sorted(ids), first_attempt))
+
+    monkeypatch.setattr(tasks, "enqueue", record)
+
+    tasks.enqueue_fresh([d.pk for d in deliveries.values()], "token")
+
+    assert queued == [
+        ([deliveries["healthy"].pk], True),
+        (sorted([deliveries["failing"].pk, deliveries["open"].pk]), False),
+    ]
