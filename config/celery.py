@@ -85,8 +85,9 @@ app.steps["worker"].add(_WakeEventLoop)
 app.autodiscover_tasks(["deliveries"])
 
 # Request ids travel from the API into tasks (signal handlers register on import).
-import config.log_context  # noqa: E402,F401
 from celery.signals import worker_init  # noqa: E402
+
+import config.log_context  # noqa: E402,F401
 
 
 @worker_init.connect

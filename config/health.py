@@ -5,6 +5,7 @@
 - ``/readyz``: PostgreSQL and Redis answer, and the process is not shutting
   down; 503 otherwise, with which check failed.
 """
+
 from __future__ import annotations
 
 import signal
@@ -48,7 +49,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if _shutting_down.is_set():
         checks["shutdown"] = "shutting down"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
 
 
 def _check_database() -> str:

@@ -20,6 +20,7 @@ Web processes under gunicorn share counters through
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode). A
 worker exposes its own counters on ``HOOKPOST_WORKER_METRICS_PORT``.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -149,7 +150,9 @@ class ApiMetricsMiddleware:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         if match is not None and request.path.startswith("/api/"):
-            API_REQUESTS.labels(route=match.route, method=request.method, status=str(response.status_code)).inc()
+            API_REQUESTS.labels(
+                route=match.route, method=request.method, status=str(response.status_code)
+            ).inc()
         return response
 
 

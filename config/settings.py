@@ -5,6 +5,7 @@ to start without ``SECRET_KEY``. ``make run`` sets ``DEBUG=true`` and falls
 back to SQLite and an in-process cache when ``DATABASE_URL`` / ``REDIS_URL``
 are unset.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -209,7 +210,8 @@ LOGGING = {
 # --- Delivery engine ------------------------------------------------------------
 # Delays (seconds) after attempts 1, 2, ...: 8 attempts over about 28 hours.
 HOOKPOST_RETRY_SCHEDULE = [
-    int(x) for x in env_list("HOOKPOST_RETRY_SCHEDULE", ["5", "300", "1800", "7200", "18000", "36000", "36000"])
+    int(x)
+    for x in env_list("HOOKPOST_RETRY_SCHEDULE", ["5", "300", "1800", "7200", "18000", "36000", "36000"])
 ]
 HOOKPOST_RETRY_JITTER = float(env_str("HOOKPOST_RETRY_JITTER", "0.2") or 0.2)
 HOOKPOST_RETRY_AFTER_MAX_SECONDS = env_int("HOOKPOST_RETRY_AFTER_MAX_SECONDS", 24 * 3600)
@@ -303,7 +305,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # re-dispatches lost work much sooner, so this only bounds duplicates.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
 }
-CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME") or str(BASE_DIR / "var" / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME") or str(
+    BASE_DIR / "var" / "celerybeat-schedule"
+)
 
 # --- Retention --------------------------------------------------------------------
 # Dead letters are kept at least this long, even past a tenant's retention.

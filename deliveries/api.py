@@ -1,4 +1,5 @@
 """REST views of the runtime domain: publish messages, read history."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,11 +16,8 @@ from deliveries import replay, selectors, services
 from deliveries.filters import DeliveryFilter, MessageFilter
 from deliveries.models import Delivery, Message
 from deliveries.serializers import (
-    DeliveryIdsSerializer,
-    RecoverResultSerializer,
-    RecoverSerializer,
-    ReplayReportSerializer,
     DeliveryDetailSerializer,
+    DeliveryIdsSerializer,
     DeliverySerializer,
     MessageAcceptedSerializer,
     MessageBatchAcceptedSerializer,
@@ -27,6 +25,9 @@ from deliveries.serializers import (
     MessageCreateSerializer,
     MessageDetailSerializer,
     MessageSerializer,
+    RecoverResultSerializer,
+    RecoverSerializer,
+    ReplayReportSerializer,
 )
 from webhooks.selectors import endpoint_get
 from webhooks.tenancy import TenantScopedView
@@ -144,7 +145,9 @@ class DeliveryDetailView(TenantScopedView):
 class DeliveryReplayView(TenantScopedView):
     serializer_class = DeliverySerializer
 
-    @extend_schema(operation_id="deliveries_replay", request=None, responses={202: DeliverySerializer, 409: None})
+    @extend_schema(
+        operation_id="deliveries_replay", request=None, responses={202: DeliverySerializer, 409: None}
+    )
     def post(self, request: Request, uid: str, delivery_id: str) -> Response:
         delivery = selectors.delivery_get(tenant=self.tenant, uid=delivery_id)
         if delivery is None:

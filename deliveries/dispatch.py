@@ -1,14 +1,16 @@
 """The hand-off from ingest to the delivery engine.
 
 Ingest creates deliveries as ``pending`` with ``next_attempt_at = now`` and a
-dispatch lease (token + expiry) inside its transaction. PostgreSQL is the schedule: the scheduler finds every due
-delivery on its own, so nothing here is needed for correctness: if the
+dispatch lease (token + expiry) inside its transaction. PostgreSQL is the
+schedule: the scheduler finds every due delivery on its own, so nothing here
+is needed for correctness: if the
 hand-off fails, the lease expires and the scheduler queues the delivery.
 Enqueueing right after commit only saves the scheduler's polling delay.
 
 ``enqueue_on_commit`` is the only safe way to hand work over: publishing
 before commit could deliver a message the database then rolls back.
 """
+
 from __future__ import annotations
 
 import logging

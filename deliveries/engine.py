@@ -14,6 +14,7 @@ Two workers can never both finish one delivery: every write after the claim
 is conditioned on the lease token the claim set, and a zero row count means
 someone else owns it now.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,8 @@ def delivery_claim(*, delivery_id: int, token: str | None) -> tuple[Delivery, st
     # A generous lease first; it is shortened to the endpoint's timeout below.
     claimed = due.update(
         lease_token=claim_token,
-        lease_expires_at=now + timedelta(seconds=settings.HOOKPOST_MAX_TIMEOUT_SECONDS + settings.HOOKPOST_LEASE_MARGIN_SECONDS),
+        lease_expires_at=now
+        + timedelta(seconds=settings.HOOKPOST_MAX_TIMEOUT_SECONDS + settings.HOOKPOST_LEASE_MARGIN_SECONDS),
     )
     if not claimed:
         return None
@@ -139,7 +141,10 @@ def _attempt(delivery: Delivery, lease: str) -> str:
     endpoint = delivery.endpoint
     if not endpoint.enabled:
         return _finish(
-            delivery, lease, status=Delivery.Status.SKIPPED, error=f"endpoint disabled: {endpoint.disabled_reason}"
+            delivery,
+            lease,
+            status=Delivery.Status.SKIPPED,
+            error=f"endpoint disabled: {endpoint.disabled_reason}",
         )
     ticket = admission.admit(
         endpoint=endpoint,
@@ -264,9 +269,14 @@ def _record(
             status=Delivery.Status.FAILED, next_attempt_at=now + timedelta(seconds=decision.delay_seconds)
         )
     else:
-        reason = "endpoint answered 410 Gone" if decision.verdict is retry.Verdict.GONE else "retries exhausted"
+        reason = (
+            "endpoint answered 410 Gone" if decision.verdict is retry.Verdict.GONE else "retries exhausted"
+        )
         changes.update(
-            status=Delivery.Status.DEAD, next_attempt_at=None, finished_at=now, last_error=f"{reason}; {error}".strip("; ")
+            status=Delivery.Status.DEAD,
+            next_attempt_at=None,
+            finished_at=now,
+            last_error=f"{reason}; {error}".strip("; "),
         )
     with transaction.atomic():
         moved = Delivery.objects.filter(pk=delivery.pk, lease_token=lease).update(**changes)

@@ -38,7 +38,9 @@ class Message(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="messages")
     event_type = models.ForeignKey(EventType, on_delete=models.PROTECT, related_name="messages")
     payload = models.JSONField()
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "", for "no key": the partial unique constraint below must
+    # ignore messages without one.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # SHA-256 of the canonical request, to refuse an idempotency key reused for
     # a different message (409) instead of silently returning the old one.
     request_hash = models.CharField(max_length=64, blank=True)
@@ -90,7 +92,7 @@ class Delivery(models.Model):
     # worker. Only the holder of ``lease_token`` may record the outcome; an
     # expired lease (worker killed, queue flushed) lets the scheduler hand the
     # delivery out again.
-    lease_token = models.CharField(max_length=32, null=True, blank=True)
+    lease_token = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001  (NULL = unleased)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # How the next attempt came about (a replay is recorded as such).
     next_trigger = models.CharField(max_length=16, default="scheduled")

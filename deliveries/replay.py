@@ -10,6 +10,7 @@ afresh from the replay, while attempt numbers keep counting.
   time window. Bulk replays are made due in PostgreSQL and left to the
   scheduler, so recovering a million deliveries never floods the broker.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -58,7 +59,9 @@ def _replay_changes(now: datetime, lease_token: str | None) -> dict[str, object]
     }
 
 
-def _replayable(qs: QuerySet[Delivery], now: datetime, statuses: Sequence[str] = REPLAYABLE) -> QuerySet[Delivery]:
+def _replayable(
+    qs: QuerySet[Delivery], now: datetime, statuses: Sequence[str] = REPLAYABLE
+) -> QuerySet[Delivery]:
     """Rows that may be replayed now: finished or waiting for a retry, not in flight."""
     return qs.filter(status__in=statuses, endpoint__enabled=True).filter(
         Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)

@@ -14,6 +14,7 @@ traffic flows:
 Pending and failed (retry scheduled) deliveries are never purged: they are
 work in progress, not history.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,9 @@ def purge_expired(*, now: datetime | None = None, batch_size: int | None = None)
     report = PurgeReport()
     for tenant in Tenant.objects.only("pk", "uid", "retention_days"):
         cutoff = now - timedelta(days=tenant.retention_days)
-        dead_cutoff = now - timedelta(days=max(settings.HOOKPOST_DEAD_LETTER_RETENTION_DAYS, tenant.retention_days))
+        dead_cutoff = now - timedelta(
+            days=max(settings.HOOKPOST_DEAD_LETTER_RETENTION_DAYS, tenant.retention_days)
+        )
         finished = Delivery.objects.filter(tenant=tenant, status__in=PURGEABLE, created_at__lt=cutoff)
         dead = Delivery.objects.filter(tenant=tenant, status=Delivery.Status.DEAD, created_at__lt=dead_cutoff)
         for queryset in (finished, dead):

@@ -13,6 +13,7 @@ worker memory and be redelivered past the broker's visibility timeout. The
 queue in Redis is kept short (``HOOKPOST_QUEUE_TARGET_DEPTH``); a backlog of
 millions waits in PostgreSQL.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,7 +64,11 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
             due_deliveries(now)
             .select_for_update(skip_locked=True, of=("self",))
             .values_list(
-                "pk", "attempt_count", "endpoint__consecutive_failures", "endpoint__circuit_state", "next_attempt_at"
+                "pk",
+                "attempt_count",
+                "endpoint__consecutive_failures",
+                "endpoint__circuit_state",
+                "next_attempt_at",
             )[:limit]
         )
         if not rows:
@@ -75,7 +80,9 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
         # Work for an endpoint that is already failing takes the retry lane even
         # on its first attempt (or after a deferral), so fresh messages for
         # healthy endpoints never queue behind it.
-        first = [pk for pk, count, failing, circuit, _ in rows if count == failing == 0 and circuit == "closed"]
+        first = [
+            pk for pk, count, failing, circuit, _ in rows if count == failing == 0 and circuit == "closed"
+        ]
         chosen = set(first)
         retries = [row[0] for row in rows if row[0] not in chosen]
 

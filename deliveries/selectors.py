@@ -3,6 +3,7 @@
 Every read is scoped to one tenant and ordered by the indexed
 ``(tenant, created_at DESC)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ def message_list(*, tenant: Tenant) -> QuerySet[Message]:
 
 def message_get(*, tenant: Tenant, uid: str) -> Message | None:
     """The tenant's message ``uid`` with its deliveries; None if not the tenant's."""
-    deliveries = Delivery.objects.select_related("endpoint", "message", "event_type").order_by("created_at", "id")
+    deliveries = Delivery.objects.select_related("endpoint", "message", "event_type").order_by(
+        "created_at", "id"
+    )
     return (
         message_list(tenant=tenant)
         .prefetch_related(Prefetch("deliveries", queryset=deliveries))

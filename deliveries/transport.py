@@ -16,6 +16,7 @@ Every request:
 ``TransportResult`` describing what happened (Saleor's lesson: results, not
 exceptions, cross this boundary).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -352,7 +353,11 @@ def _path_of(url: str) -> str:
 
 def _failure(error_class: str, message: str, started: float, connected: bool = True) -> TransportResult:
     return TransportResult(
-        status=None, error_class=error_class, error_message=message, duration_ms=_ms(started), connected=connected
+        status=None,
+        error_class=error_class,
+        error_message=message,
+        duration_ms=_ms(started),
+        connected=connected,
     )
 
 

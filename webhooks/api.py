@@ -2,6 +2,7 @@
 
 Views only parse, call a service or selector, and shape the answer.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +18,6 @@ from rest_framework.response import Response
 from webhooks import selectors, services
 from webhooks.models import Endpoint, EventType, Tenant
 from webhooks.permissions import IsOperator, IsOperatorOrReadOnly
-from webhooks.tenancy import TenantScopedView
 from webhooks.serializers import (
     EndpointHealthSerializer,
     EndpointSerializer,
@@ -31,6 +31,7 @@ from webhooks.serializers import (
     TenantSerializer,
     TenantUpdateSerializer,
 )
+from webhooks.tenancy import TenantScopedView
 
 
 def _valid(serializer_class: Any, request: Request, **kwargs: Any) -> dict[str, Any]:
@@ -126,7 +127,9 @@ class EventTypeDetailView(GenericAPIView):  # type: ignore[type-arg]
     def patch(self, request: Request, name: str) -> Response:
         event_type = self._get(name)
         data = _valid(EventTypeUpdateSerializer, request)
-        return Response(EventTypeSerializer(services.event_type_update(event_type=event_type, data=data)).data)
+        return Response(
+            EventTypeSerializer(services.event_type_update(event_type=event_type, data=data)).data
+        )
 
 
 # --- Endpoints -----------------------------------------------------------------

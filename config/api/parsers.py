@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import IO, Any, Mapping
+from collections.abc import Mapping
+from typing import IO, Any
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError

@@ -1,5 +1,6 @@
 """``make run`` on a machine without PostgreSQL or Redis: it comes up on
 SQLite and the embedded Redis, and delivers the demo event, verified."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,16 @@ def test_make_run_delivers_the_demo_event_without_external_services(tmp_path: Pa
     checkout = tmp_path / "hookpost"
     checkout.mkdir()
     _copy_checkout(checkout)
-    ports = {"HOOKPOST_PORT": _free_port(), "RECEIVER_PORT": _free_port(), "EMBEDDED_REDIS_PORT": _free_port()}
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    ports = {
+        "HOOKPOST_PORT": _free_port(),
+        "RECEIVER_PORT": _free_port(),
+        "EMBEDDED_REDIS_PORT": _free_port(),
+    }
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    }
     log = tmp_path / "make-run.log"
 
     with open(log, "wb") as out:

@@ -1,5 +1,6 @@
 """After an e2e run, /metrics (web) and the worker's metrics port show the
 counters moved by exactly what happened."""
+
 from __future__ import annotations
 
 import socket
@@ -20,15 +21,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_counters_move_by_the_right_amounts(make_worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type, client):
+def test_counters_move_by_the_right_amounts(
+    make_worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type, client
+):
     port = _free_port()
     api = make_client(tenant).client
     receiver.script("/ok", Reply(200))
     receiver.script("/flaky", Reply(500), Reply(200))
     ok = register_endpoint(api, tenant, receiver, "/ok", event_types=[event_type.name])
-    flaky = register_endpoint(api, tenant, receiver, "/flaky", event_types=[event_type.name], retry_schedule=[1])
+    flaky = register_endpoint(
+        api, tenant, receiver, "/flaky", event_types=[event_type.name], retry_schedule=[1]
+    )
     route = "api/v1/tenants/<str:uid>/messages/"
-    api_before = _value(client.get("/metrics").content.decode(), "hookpost_api_requests_total", route=route, method="POST", status="202")
+    api_before = _value(
+        client.get("/metrics").content.decode(),
+        "hookpost_api_requests_total",
+        route=route,
+        method="POST",
+        status="202",
+    )
     make_worker(extra_env={"HOOKPOST_WORKER_METRICS_PORT": str(port)})
 
     messages = [publish(api, tenant, event_type, {"n": n}) for n in range(2)]
@@ -41,5 +52,8 @@ def test_counters_move_by_the_right_amounts(make_worker, receiver: Receiver, e2e
     assert _value(worker_text, "hookpost_attempt_duration_seconds_count") == 5
     assert _value(worker_text, "hookpost_scheduler_dispatched_total", queue="retry") >= 1
     web_text = client.get("/metrics").content.decode()
-    assert _value(web_text, "hookpost_api_requests_total", route=route, method="POST", status="202") == api_before + 2
+    assert (
+        _value(web_text, "hookpost_api_requests_total", route=route, method="POST", status="202")
+        == api_before + 2
+    )
     assert _value(web_text, "hookpost_deliveries_pending") == 0

@@ -1,4 +1,5 @@
 """/metrics: API counters and backlog gauges read from PostgreSQL."""
+
 from __future__ import annotations
 
 import re
@@ -27,10 +28,23 @@ def test_api_requests_and_backlog_are_counted(api, client, tenant, event_type):
     EndpointFactory(tenant=tenant)
     EndpointFactory(tenant=tenant, circuit_state="open")
     route = "api/v1/tenants/<str:uid>/messages/"
-    before = _value(client.get("/metrics").content.decode(), "hookpost_api_requests_total", route=route, method="POST", status="202")
+    before = _value(
+        client.get("/metrics").content.decode(),
+        "hookpost_api_requests_total",
+        route=route,
+        method="POST",
+        status="202",
+    )
 
     for n in range(3):
-        assert api.post(f"/api/v1/tenants/{tenant.uid}/messages/", {"event_type": event_type.name, "payload": {"n": n}}, format="json").status_code == 202
+        assert (
+            api.post(
+                f"/api/v1/tenants/{tenant.uid}/messages/",
+                {"event_type": event_type.name, "payload": {"n": n}},
+                format="json",
+            ).status_code
+            == 202
+        )
     api.post(f"/api/v1/tenants/{tenant.uid}/messages/", {"event_type": "nope", "payload": {}}, format="json")
 
     text = client.get("/metrics").content.decode()

@@ -1,4 +1,5 @@
 """Retention purges old history in batches and keeps what must stay."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -38,7 +39,9 @@ def test_old_history_is_purged_and_recent_and_dead_letters_are_kept(settings):
     remaining = set(Delivery.objects.values_list("pk", flat=True))
     assert remaining == {recent_ok.pk, old_dead.pk, old_failed.pk}
     assert report.deliveries == 3 and report.attempts == 3
-    assert not Message.objects.filter(pk__in=[old_ok.message_id, old_skipped.message_id, ancient_dead.message_id]).exists()
+    assert not Message.objects.filter(
+        pk__in=[old_ok.message_id, old_skipped.message_id, ancient_dead.message_id]
+    ).exists()
     assert Message.objects.filter(pk=old_dead.message_id).exists()
     assert Attempt.objects.filter(delivery=old_dead).count() == 3
 

@@ -1,4 +1,5 @@
 """The HTTP transport against real sockets on 127.0.0.1."""
+
 from __future__ import annotations
 
 import socket
@@ -70,7 +71,11 @@ def _read_request(conn: socket.socket) -> bytes:
     while b"\r\n\r\n" not in data:
         data += conn.recv(65536)
     head, _, rest = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
     while len(rest) < length:
         rest += conn.recv(65536)
     return head
@@ -130,7 +135,9 @@ def test_redirects_are_not_followed_and_user_agent_is_fixed(server):
 
     def redirect(conn: socket.socket) -> None:
         seen.append(_read_request(conn))
-        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/elsewhere\r\nContent-Length: 0\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/elsewhere\r\nContent-Length: 0\r\n\r\n"
+        )
 
     result = _send(Transport(), server(redirect).url())
 

@@ -7,14 +7,14 @@ per line, for the receiver to verify with.
 Safe to run again: existing rows are kept; a new API key is printed each time
 because keys are stored hashed and cannot be shown twice.
 """
+
 from __future__ import annotations
-
-from typing import Any
-
-from django.core.management.base import BaseCommand
 
 import secrets as secrets_module
 from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand
 
 from webhooks import selectors, services
 from webhooks.models import EventType, Tenant
@@ -61,7 +61,7 @@ class Command(BaseCommand):
             "Publish an event:\n"
             f"  curl -X POST {base}/api/v1/tenants/{tenant.uid}/messages/ \\\n"
             f"    -H 'Authorization: Bearer {raw}' -H 'Content-Type: application/json' \\\n"
-            f"    -d '{{\"event_type\": \"{DEMO_EVENT_TYPE}\", \"payload\": {{\"hello\": \"world\"}}}}'\n"
+            f'    -d \'{{"event_type": "{DEMO_EVENT_TYPE}", "payload": {{"hello": "world"}}}}\'\n'
         )
 
     def _demo_admin(self, path: Path) -> None:
@@ -72,7 +72,9 @@ class Command(BaseCommand):
         if path.exists() and User.objects.filter(username="admin").exists():
             return
         password = secrets_module.token_urlsafe(12)
-        user = User.objects.filter(username="admin").first() or User(username="admin", email="admin@localhost")
+        user = User.objects.filter(username="admin").first() or User(
+            username="admin", email="admin@localhost"
+        )
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
