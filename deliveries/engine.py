@@ -361,15 +361,6 @@ def _internal_failure(delivery: Delivery, lease: str, exc: Exception) -> str:
     return str(status) if moved else "lease_lost"
 
 
-def endpoint_disable(*, endpoint: Endpoint, reason: str) -> bool:
-    """Disable an endpoint with its reason; False if it was already disabled."""
-    return bool(
-        Endpoint.objects.filter(pk=endpoint.pk, enabled=True).update(
-            enabled=False, disabled_reason=reason, disabled_at=timezone.now()
-        )
-    )
-
-
 def _note_endpoint_outcome(endpoint: Endpoint, *, ok: bool, now: datetime) -> None:
     """Keep the endpoint's last success/failure columns roughly current.
 
