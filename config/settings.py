@@ -226,10 +226,17 @@ HOOKPOST_LEASE_MARGIN_SECONDS = env_int("HOOKPOST_LEASE_MARGIN_SECONDS", 30)
 HOOKPOST_DISPATCH_LEASE_SECONDS = env_int("HOOKPOST_DISPATCH_LEASE_SECONDS", 120)
 HOOKPOST_SCHEDULER_INTERVAL_SECONDS = float(env_str("HOOKPOST_SCHEDULER_INTERVAL_SECONDS", "1") or 1)
 HOOKPOST_SCHEDULER_BATCH = env_int("HOOKPOST_SCHEDULER_BATCH", 500)
-# The scheduler keeps at most this many deliveries queued in Redis; the rest
-# wait in PostgreSQL, so a large backlog costs the broker nothing.
-HOOKPOST_QUEUE_TARGET_DEPTH = env_int("HOOKPOST_QUEUE_TARGET_DEPTH", 2000)
+# The scheduler keeps at most this many delivery tasks (each a batch of up to
+# HOOKPOST_DELIVERY_BATCH_SIZE deliveries) queued in Redis; the rest wait in
+# PostgreSQL, so a large backlog costs the broker nothing.
+HOOKPOST_QUEUE_TARGET_DEPTH = env_int("HOOKPOST_QUEUE_TARGET_DEPTH", 200)
 HOOKPOST_MAX_INTERNAL_FAILURES = env_int("HOOKPOST_MAX_INTERNAL_FAILURES", 3)
+# One delivery task carries up to this many deliveries, all to one endpoint:
+# claimed, sent over one keep-alive connection and recorded together.
+HOOKPOST_DELIVERY_BATCH_SIZE = env_int("HOOKPOST_DELIVERY_BATCH_SIZE", 20)
+# A batch starts another send only within this many seconds of its claim, so
+# its lease (one timeout + margin + this budget) always covers the last send.
+HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_SECONDS", "2") or 2)
 
 # --- Endpoint protection (deliveries.breaker, .ratelimit, .bulkhead) ---------------
 # The circuit opens after this many breaker-failures in a row (connection error,

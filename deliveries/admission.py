@@ -99,14 +99,28 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float) -> Tic
         ticket.release()
         return Ticket(endpoint, hold.wait_seconds, BULKHEAD)
     ticket.hold = hold
-    if endpoint.rate_limit:
-        taken = ratelimit.take(endpoint_uid=endpoint.uid, rate=endpoint.rate_limit, delivery_uid=delivery_uid)
-        if not taken.allowed:
-            ticket.release()
-            # A reserved slot is exact: jitter would only hand it to someone else.
-            wait = taken.wait_seconds if taken.reserved else _jittered(taken.wait_seconds)
-            return Ticket(endpoint, max(wait, _MIN_WAIT_SECONDS), RATE_LIMITED)
+    wait = take_rate(endpoint=endpoint, delivery_uid=delivery_uid)
+    if wait is not None:
+        ticket.release()
+        return Ticket(endpoint, wait, RATE_LIMITED)
     return ticket
+
+
+def take_rate(*, endpoint: Endpoint, delivery_uid: str) -> float | None:
+    """Spend a rate-limit token for one attempt: None if it may go now, else seconds to wait.
+
+    ``admit`` asks for the first attempt of a batch; the engine asks again
+    before each further attempt of the batch, which already holds its other
+    admissions (the breaker's verdict, the bulkhead place).
+    """
+    if not endpoint.rate_limit:
+        return None
+    taken = ratelimit.take(endpoint_uid=endpoint.uid, rate=endpoint.rate_limit, delivery_uid=delivery_uid)
+    if taken.allowed:
+        return None
+    # A reserved slot is exact: jitter would only hand it to someone else.
+    wait = taken.wait_seconds if taken.reserved else _jittered(taken.wait_seconds)
+    return max(wait, _MIN_WAIT_SECONDS)
 
 
 def _jittered(seconds: float) -> float:

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -71,42 +73,56 @@ def new_token() -> str:
 # --- Claim -------------------------------------------------------------------------
 
 
-def delivery_claim(*, delivery_id: int, token: str | None) -> tuple[Delivery, str] | None:
-    """Take the lease on a due delivery; None if it is not due or someone else holds it.
+def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple[list[Delivery], str]:
+    """Take one lease on every due delivery among ``delivery_ids``; (claimed, lease token).
 
     ``token`` is the dispatch lease the task was queued with; without one (a
-    task from an older queue entry) only an unleased or expired delivery is
-    claimed.
+    task from an older queue entry) only unleased or expired deliveries are
+    claimed. Deliveries that are not due, or that someone else holds, are left
+    out. The claimed ones come back oldest first, with endpoint, message and
+    event type loaded, all under one new lease token.
+
+    Three statements whatever the batch size: claim, load, and shorten each
+    endpoint's leases to what its attempts may take (so a worker killed
+    mid-request is replaced after that, not after the maximum timeout).
     """
     now = timezone.now()
-    due = Delivery.objects.filter(pk=delivery_id, status__in=DUE_STATUSES, next_attempt_at__lte=now)
+    due = Delivery.objects.filter(
+        pk__in=list(delivery_ids), status__in=DUE_STATUSES, next_attempt_at__lte=now
+    )
     if token:
         due = due.filter(lease_token=token)
     else:
         due = due.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
     claim_token = new_token()
-    # A generous lease first; it is shortened to the endpoint's timeout below.
-    claimed = due.update(
-        lease_token=claim_token,
-        lease_expires_at=now
-        + timedelta(seconds=settings.HOOKPOST_MAX_TIMEOUT_SECONDS + settings.HOOKPOST_LEASE_MARGIN_SECONDS),
-    )
-    if not claimed:
-        return None
-    delivery = (
+    longest = _lease_seconds(settings.HOOKPOST_MAX_TIMEOUT_SECONDS, batch=len(delivery_ids) > 1)
+    if not due.update(lease_token=claim_token, lease_expires_at=now + timedelta(seconds=longest)):
+        return [], claim_token
+    claimed = list(
         Delivery.objects.select_related("endpoint", "message", "event_type")
-        .filter(pk=delivery_id, lease_token=claim_token)
-        .first()
+        .filter(pk__in=list(delivery_ids), lease_token=claim_token)
+        .order_by("pk")
     )
-    if delivery is None:
-        return None
-    # Shorten the lease to what this endpoint's attempt may take, so a worker
-    # killed mid-request is replaced after its timeout, not after the maximum.
-    lease_seconds = _timeout_of(delivery.endpoint) + settings.HOOKPOST_LEASE_MARGIN_SECONDS
-    Delivery.objects.filter(pk=delivery_id, lease_token=claim_token).update(
-        lease_expires_at=now + timedelta(seconds=lease_seconds)
-    )
-    return delivery, claim_token
+    for endpoint, group in _by_endpoint(claimed):
+        seconds = _lease_seconds(_timeout_of(endpoint), batch=len(group) > 1)
+        if seconds < longest:
+            Delivery.objects.filter(pk__in=[d.pk for d in group], lease_token=claim_token).update(
+                lease_expires_at=now + timedelta(seconds=seconds)
+            )
+    return claimed, claim_token
+
+
+def _lease_seconds(timeout: int, *, batch: bool) -> float:
+    """How long a claim holds: one attempt's timeout and the margin, plus the send budget for a batch."""
+    budget = settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS if batch else 0
+    return timeout + settings.HOOKPOST_LEASE_MARGIN_SECONDS + budget
+
+
+def _by_endpoint(deliveries: list[Delivery]) -> list[tuple[Endpoint, list[Delivery]]]:
+    groups: dict[int, list[Delivery]] = {}
+    for delivery in deliveries:
+        groups.setdefault(delivery.endpoint_id, []).append(delivery)
+    return [(group[0].endpoint, group) for group in groups.values()]
 
 
 def _timeout_of(endpoint: Endpoint) -> int:
@@ -115,122 +131,209 @@ def _timeout_of(endpoint: Endpoint) -> int:
     return min(timeout, settings.HOOKPOST_MAX_TIMEOUT_SECONDS)
 
 
-# --- One attempt -------------------------------------------------------------------
+# --- Attempts ----------------------------------------------------------------------
+
+
+@dataclass
+class _Sent:
+    """One attempt that went out and awaits recording."""
+
+    delivery: Delivery
+    started_at: datetime
+    request: OutboundRequest
+    result: TransportResult
+    decision: retry.Decision
 
 
 def delivery_run(*, delivery_id: int, token: str | None) -> str | None:
-    """Claim and attempt one delivery; return the resulting status, or None if not claimed.
+    """Claim and attempt one delivery; return the resulting status, or None if not claimed."""
+    return delivery_run_batch(delivery_ids=[delivery_id], token=token).get(delivery_id)
 
-    Exceptions in our own code after the claim are counted against the
-    delivery (``internal_failures``); after ``HOOKPOST_MAX_INTERNAL_FAILURES``
-    the delivery is dead-lettered with the reason, so poison work cannot
-    crash-loop a worker.
+
+def delivery_run_batch(*, delivery_ids: Sequence[int], token: str | None) -> dict[int, str]:
+    """Claim and attempt a batch of deliveries; the resulting status of each claimed one.
+
+    Deliveries not claimed (not due, leased to someone else) are absent from
+    the result. Each endpoint's deliveries go out one after another over its
+    keep-alive connection, and their outcomes are written together
+    (``_record_all``): a batch costs a handful of statements, not a handful
+    per delivery. The dispatcher batches by endpoint (``deliveries.tasks``),
+    so a slow receiver only ever delays its own deliveries.
+
+    Exceptions in our own code are counted against the delivery they hit
+    (``internal_failures``); after ``HOOKPOST_MAX_INTERNAL_FAILURES`` it is
+    dead-lettered with the reason, so poison work cannot crash-loop a worker.
     """
-    claim = delivery_claim(delivery_id=delivery_id, token=token)
-    if claim is None:
-        return None
-    delivery, lease = claim
-    try:
-        return _attempt(delivery, lease)
-    except Exception as exc:
-        logger.exception("internal error delivering %s", delivery.uid, extra={"delivery": delivery.uid})
-        return _internal_failure(delivery, lease, exc)
+    claimed, lease = deliveries_claim(delivery_ids=delivery_ids, token=token)
+    statuses: dict[int, str] = {}
+    for endpoint, group in _by_endpoint(claimed):
+        try:
+            statuses.update(_attempt_all(endpoint, group, lease))
+        except Exception as exc:  # admission or recording broke: charge every undecided delivery
+            logger.exception(
+                "internal error delivering to %s", endpoint.uid, extra={"endpoint": endpoint.uid}
+            )
+            for delivery in group:
+                if delivery.pk not in statuses:
+                    statuses[delivery.pk] = _internal_failure(delivery, lease, exc)
+    return statuses
 
 
-def _attempt(delivery: Delivery, lease: str) -> str:
-    endpoint = delivery.endpoint
+def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> dict[int, str]:
+    """Attempt one endpoint's claimed deliveries in order, then record them together.
+
+    One admission covers the batch: the breaker is asked once and one bulkhead
+    place is held, as the sends are sequential. The batch stops early, handing
+    the rest back untouched (``_release``), when an attempt fails (the breaker
+    decides what happens to the rest), when the breaker made this batch its
+    probe (one attempt only), when the rate limit refuses, or when the send
+    budget is spent (the lease covers the budget plus one timeout).
+    """
     if not endpoint.enabled:
-        return _finish(
-            delivery,
+        return _finish_all(
+            deliveries,
             lease,
             status=Delivery.Status.SKIPPED,
             error=f"endpoint disabled: {endpoint.disabled_reason}",
         )
-    ticket = admission.admit(
-        endpoint=endpoint,
-        delivery_uid=delivery.uid,
-        lease_seconds=_timeout_of(endpoint) + settings.HOOKPOST_LEASE_MARGIN_SECONDS,
-    )
+    lease_seconds = _lease_seconds(_timeout_of(endpoint), batch=len(deliveries) > 1)
+    ticket = admission.admit(endpoint=endpoint, delivery_uid=deliveries[0].uid, lease_seconds=lease_seconds)
     if ticket.defer_seconds is not None:
-        return _defer(delivery, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
+        return _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
+    statuses: dict[int, str] = {}
+    sent: list[_Sent] = []
+    began = time.monotonic()
+    secrets: list[str] | None = None
     try:
-        started_at = timezone.now()
-        request = build_request(delivery, endpoint, int(started_at.timestamp()))
-        result = transport().send(request.url, request.headers, request.body, timeout=request.timeout)
-    except BaseException:
-        ticket.release()  # nothing was sent: hand back the places (and the probe)
-        raise
-    try:
-        schedule = retry.schedule_for(endpoint.retry_schedule)
-        number_in_schedule = delivery.attempt_count - delivery.schedule_offset + 1
-        decision = retry.decide(
-            status=result.status,
-            attempt_number=number_in_schedule,
-            schedule=schedule,
-            retry_after=result.headers.get("retry-after"),
-        )
-        return _record(delivery, lease, started_at, request, result, decision)
+        for index, delivery in enumerate(deliveries):
+            rest = deliveries[index:]
+            if index and (
+                ticket.probe or time.monotonic() - began > settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS
+            ):
+                statuses.update(_release(rest, lease))
+                break
+            wait = admission.take_rate(endpoint=endpoint, delivery_uid=delivery.uid) if index else None
+            if wait is not None:
+                statuses.update(_defer_all(rest, lease, seconds=wait, reason=admission.RATE_LIMITED))
+                break
+            try:
+                if secrets is None:
+                    secrets = endpoint_signing_secrets(endpoint=endpoint)
+                started_at = timezone.now()
+                request = build_request(delivery, endpoint, int(started_at.timestamp()), secrets)
+                result = transport().send(request.url, request.headers, request.body, timeout=request.timeout)
+            except Exception as exc:
+                logger.exception(
+                    "internal error delivering %s", delivery.uid, extra={"delivery": delivery.uid}
+                )
+                statuses[delivery.pk] = _internal_failure(delivery, lease, exc)
+                continue
+            _settle(ticket, result)
+            try:
+                decision = _decide(delivery, endpoint, result)
+            except Exception as exc:
+                logger.exception("internal error deciding %s", delivery.uid, extra={"delivery": delivery.uid})
+                statuses[delivery.pk] = _internal_failure(delivery, lease, exc)
+                continue
+            sent.append(_Sent(delivery, started_at, request, result, decision))
+            if not result.ok:
+                statuses.update(_release(deliveries[index + 1 :], lease))
+                break
     finally:
-        _settle(ticket, result)
+        ticket.release()
+    statuses.update(_record_all(sent, lease))
+    return statuses
+
+
+def _decide(delivery: Delivery, endpoint: Endpoint, result: TransportResult) -> retry.Decision:
+    schedule = retry.schedule_for(endpoint.retry_schedule)
+    return retry.decide(
+        status=result.status,
+        attempt_number=delivery.attempt_count - delivery.schedule_offset + 1,
+        schedule=schedule,
+        retry_after=result.headers.get("retry-after"),
+    )
 
 
 def _settle(ticket: admission.Ticket, result: TransportResult) -> None:
-    """Count the result in the endpoint's breaker and free its bulkhead places.
+    """Count the result in the endpoint's breaker (its places are freed by ``release``).
 
-    The attempt is already recorded; trouble here is logged, not charged to
-    the delivery as an internal failure.
+    Trouble here is logged, not charged to the delivery as an internal failure.
     """
     try:
         ticket.settle(result)
     except Exception:
         logger.exception("could not count an attempt in the breaker of %s", ticket.endpoint.uid)
-    finally:
-        ticket.release()
 
 
-def _defer(delivery: Delivery, lease: str, *, seconds: float, reason: str) -> str:
-    """Put the delivery back for ``seconds`` without an attempt; "deferred", or "lease_lost".
+def _release(deliveries: list[Delivery], lease: str) -> dict[int, str]:
+    """Hand claimed deliveries back untouched (no attempt spent): due as before, unleased.
+
+    The scheduler's next tick picks them up again; what happens to them then
+    is the breaker's and the rate limit's call.
+    """
+    if deliveries:
+        _leased(deliveries, lease).update(lease_token=None, lease_expires_at=None)
+    return {d.pk: "released" for d in deliveries}
+
+
+def _leased(deliveries: list[Delivery], lease: str):  # type: ignore[no-untyped-def]
+    return Delivery.objects.filter(pk__in=[d.pk for d in deliveries], lease_token=lease)
+
+
+def _defer_all(deliveries: list[Delivery], lease: str, *, seconds: float, reason: str) -> dict[int, str]:
+    """Put the deliveries back for ``seconds`` without an attempt; "deferred" each, or "lease_lost".
 
     Status and attempt count stay as they are; only ``next_attempt_at`` moves
-    and the lease is released, so the scheduler hands it out again when due
-    and no worker waits for it meanwhile.
+    and the lease is released, so the scheduler hands them out again when due
+    and no worker waits for them meanwhile.
     """
     now = timezone.now()
-    moved = Delivery.objects.filter(pk=delivery.pk, lease_token=lease).update(
-        next_attempt_at=now + timedelta(seconds=seconds),
-        lease_token=None,
-        lease_expires_at=None,
-        updated_at=now,
-    )
-    if not moved:
-        return "lease_lost"
-    logger.debug(
-        "deferred %s for %.2f s (%s)",
-        delivery.uid,
-        seconds,
-        reason,
-        extra={"delivery": delivery.uid, "endpoint": delivery.endpoint.uid, "tenant": delivery.tenant_id},
-    )
-    signals.delivery_deferred.send(
-        sender=Delivery,
-        endpoint_uid=delivery.endpoint.uid,
-        tenant_id=delivery.tenant_id,
-        delivery_uid=delivery.uid,
-        reason=reason,
-        seconds=seconds,
-    )
-    return "deferred"
+    with transaction.atomic():
+        moved = set(_leased(deliveries, lease).select_for_update().values_list("pk", flat=True))
+        _leased(deliveries, lease).update(
+            next_attempt_at=now + timedelta(seconds=seconds),
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    for delivery in deliveries:
+        if delivery.pk not in moved:
+            continue
+        logger.debug(
+            "deferred %s for %.2f s (%s)",
+            delivery.uid,
+            seconds,
+            reason,
+            extra={"delivery": delivery.uid, "endpoint": delivery.endpoint.uid, "tenant": delivery.tenant_id},
+        )
+        signals.delivery_deferred.send(
+            sender=Delivery,
+            endpoint_uid=delivery.endpoint.uid,
+            tenant_id=delivery.tenant_id,
+            delivery_uid=delivery.uid,
+            reason=reason,
+            seconds=seconds,
+        )
+    return {d.pk: ("deferred" if d.pk in moved else "lease_lost") for d in deliveries}
 
 
-def build_request(delivery: Delivery, endpoint: Endpoint, timestamp: int) -> OutboundRequest:
-    """The exact bytes and headers of one attempt (the body is the same on every attempt)."""
+def build_request(
+    delivery: Delivery, endpoint: Endpoint, timestamp: int, secrets: list[str] | None = None
+) -> OutboundRequest:
+    """The exact bytes and headers of one attempt (the body is the same on every attempt).
+
+    ``secrets`` are the endpoint's signing secrets when the caller already
+    loaded them (once per batch); otherwise they are read here.
+    """
     message = delivery.message
     body = json.dumps(
         {"type": delivery.event_type.name, "timestamp": _iso(message.created_at), "data": message.payload},
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode("utf-8")
-    secrets = endpoint_signing_secrets(endpoint=endpoint)
+    if secrets is None:
+        secrets = endpoint_signing_secrets(endpoint=endpoint)
     headers = {
         **{str(k): str(v) for k, v in (endpoint.headers or {}).items()},
         "Content-Type": "application/json",
@@ -241,19 +344,65 @@ def build_request(delivery: Delivery, endpoint: Endpoint, timestamp: int) -> Out
     return OutboundRequest(url=endpoint.url, headers=headers, body=body, timeout=float(_timeout_of(endpoint)))
 
 
-def _record(
-    delivery: Delivery,
-    lease: str,
-    started_at: datetime,
-    request: OutboundRequest,
-    result: TransportResult,
-    decision: retry.Decision,
-) -> str:
+class _LeaseLost(Exception):
+    """A batch's lease no longer holds for some of its deliveries."""
+
+
+def _record_all(sent: list[_Sent], lease: str) -> dict[int, str]:
+    """Record the attempts that went out and move their deliveries; the status of each.
+
+    The hot path, a batch that all succeeded, is one transaction: one UPDATE
+    per status code (normally one), one INSERT of all attempts and one
+    endpoint update. Anything else (a failure, a lost lease, a row that breaks
+    a constraint) is recorded attempt by attempt (``_record``), so one bad
+    delivery neither hides nor poisons the others; an error in our own code
+    there is counted against that delivery alone.
+    """
+    if len(sent) > 1 and all(item.decision.verdict is retry.Verdict.SUCCEEDED for item in sent):
+        try:
+            statuses = _record_successes(sent, lease)
+        except (_LeaseLost, DatabaseError):
+            logger.info(
+                "recording %d attempts together failed; recording them one by one", len(sent), exc_info=True
+            )
+        else:
+            for item in sent:
+                _announce(item, statuses[item.delivery.pk])
+            return statuses
+    statuses = {}
+    for item in sent:
+        try:
+            statuses[item.delivery.pk] = _record(item, lease)
+        except Exception as exc:
+            logger.exception(
+                "internal error recording %s", item.delivery.uid, extra={"delivery": item.delivery.uid}
+            )
+            statuses[item.delivery.pk] = _internal_failure(item.delivery, lease, exc)
+    return statuses
+
+
+def _record_successes(sent: list[_Sent], lease: str) -> dict[int, str]:
     now = timezone.now()
-    error = _error_text(result)
+    by_code: dict[int | None, list[int]] = {}
+    for item in sent:
+        by_code.setdefault(item.result.status, []).append(item.delivery.pk)
+    with transaction.atomic():
+        for code, pks in by_code.items():
+            changes = _changes(sent[0], now, code=code)
+            if Delivery.objects.filter(pk__in=pks, lease_token=lease).update(**changes) != len(pks):
+                raise _LeaseLost  # rolls the batch back; _record_all goes one by one
+        Attempt.objects.bulk_create([_attempt_row(item) for item in sent])
+        _note_endpoint_outcome(sent[0].delivery.endpoint, ok=True, now=now)
+    return {item.delivery.pk: str(Delivery.Status.SUCCEEDED) for item in sent}
+
+
+def _changes(item: _Sent, now: datetime, *, code: int | None) -> dict[str, Any]:
+    """The delivery's columns after this attempt (``code`` is the response status)."""
+    error = _error_text(item.result)
+    decision = item.decision
     changes: dict[str, Any] = {
         "attempt_count": F("attempt_count") + 1,
-        "last_status_code": result.status,
+        "last_status_code": code,
         "last_error": error,
         "lease_token": None,
         "lease_expires_at": None,
@@ -278,6 +427,31 @@ def _record(
             finished_at=now,
             last_error=f"{reason}; {error}".strip("; "),
         )
+    return changes
+
+
+def _attempt_row(item: _Sent) -> Attempt:
+    result, delivery = item.result, item.delivery
+    return Attempt(
+        delivery=delivery,
+        number=delivery.attempt_count + 1,
+        trigger=delivery.next_trigger,
+        started_at=item.started_at,
+        duration_ms=result.duration_ms,
+        request_headers=redact_headers(item.request.headers),
+        response_status=result.status,
+        response_headers=dict(list(result.headers.items())[:50]),
+        response_body=_excerpt(result.body),
+        error_class=result.error_class or ("" if result.ok else "HTTPStatus"),
+        error_message=result.error_message or ("" if result.ok else f"HTTP {result.status}"),
+    )
+
+
+def _record(item: _Sent, lease: str) -> str:
+    """Record one attempt and move its delivery, in one transaction, if we still hold the lease."""
+    delivery, result, decision = item.delivery, item.result, item.decision
+    now = timezone.now()
+    changes = _changes(item, now, code=result.status)
     with transaction.atomic():
         moved = Delivery.objects.filter(pk=delivery.pk, lease_token=lease).update(**changes)
         if not moved:
@@ -285,19 +459,7 @@ def _record(
             # records its own attempt. Ours is not written, to keep one story.
             logger.warning("lease lost for %s; attempt not recorded", delivery.uid)
             return "lease_lost"
-        Attempt.objects.create(
-            delivery=delivery,
-            number=delivery.attempt_count + 1,
-            trigger=delivery.next_trigger,
-            started_at=started_at,
-            duration_ms=result.duration_ms,
-            request_headers=redact_headers(request.headers),
-            response_status=result.status,
-            response_headers=dict(list(result.headers.items())[:50]),
-            response_body=_excerpt(result.body),
-            error_class=result.error_class or ("" if result.ok else "HTTPStatus"),
-            error_message=result.error_message or ("" if result.ok else f"HTTP {result.status}"),
-        )
+        _attempt_row(item).save(force_insert=True)
         _note_endpoint_outcome(delivery.endpoint, ok=result.ok, now=now)
         if decision.verdict is retry.Verdict.GONE:
             operational.endpoint_disable_with_notice(
@@ -309,34 +471,45 @@ def _record(
             )
         if decision.verdict is retry.Verdict.EXHAUSTED:
             operational.message_attempt_exhausted(
-                delivery=delivery, attempts=delivery.attempt_count + 1, status=result.status, last_error=error
+                delivery=delivery,
+                attempts=delivery.attempt_count + 1,
+                status=result.status,
+                last_error=_error_text(result),
             )
+    status = str(changes["status"])
+    _announce(item, status)
+    return status
+
+
+def _announce(item: _Sent, status: str) -> None:
+    """Log and count one recorded attempt."""
+    delivery, result = item.delivery, item.result
     logger.info(
         "attempt %s of %s: %s -> %s",
         delivery.attempt_count + 1,
         delivery.uid,
         result.status or result.error_class,
-        changes["status"],
+        status,
         extra={"delivery": delivery.uid, "endpoint": delivery.endpoint.uid, "tenant": delivery.tenant_id},
     )
     metrics.record_attempt(
-        outcome=str(changes["status"]),
-        duration_seconds=result.duration_ms / 1000,
-        tenant_uid=str(delivery.tenant_id),
+        outcome=status, duration_seconds=result.duration_ms / 1000, tenant_uid=str(delivery.tenant_id)
     )
-    return str(changes["status"])
 
 
-def _finish(delivery: Delivery, lease: str, *, status: str, error: str) -> str:
-    moved = Delivery.objects.filter(pk=delivery.pk, lease_token=lease).update(
-        status=status,
-        last_error=error,
-        next_attempt_at=None,
-        lease_token=None,
-        lease_expires_at=None,
-        updated_at=timezone.now(),
-    )
-    return status if moved else "lease_lost"
+def _finish_all(deliveries: list[Delivery], lease: str, *, status: str, error: str) -> dict[int, str]:
+    """End the deliveries without an attempt (``status``: skipped), where we still hold the lease."""
+    with transaction.atomic():
+        moved = set(_leased(deliveries, lease).select_for_update().values_list("pk", flat=True))
+        _leased(deliveries, lease).update(
+            status=status,
+            last_error=error,
+            next_attempt_at=None,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+    return {d.pk: (status if d.pk in moved else "lease_lost") for d in deliveries}
 
 
 def _internal_failure(delivery: Delivery, lease: str, exc: Exception) -> str:

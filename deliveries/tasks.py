@@ -4,13 +4,13 @@
 returns quietly, so at-least-once queue delivery never means double sending
 by us (receivers still dedupe by ``webhook-id`` around crashes).
 """
+
 from __future__ import annotations
 
 import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db.models import Q
 
 from config.celery import FIRST_QUEUE, RETRY_QUEUE, app
 from deliveries import dispatch, engine, retention, scheduler
@@ -19,15 +19,27 @@ from deliveries.models import Delivery
 logger = logging.getLogger(__name__)
 
 
+@shared_task(name="hookpost.deliver_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_batch(delivery_ids: list[int], token: str | None = None) -> None:
+    """Deliver up to ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries to one endpoint."""
+    engine.delivery_run_batch(delivery_ids=delivery_ids, token=token)
+
+
 @shared_task(name="hookpost.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver(delivery_id: int, token: str | None = None) -> None:
+    """One delivery (tasks queued before batches existed; ``enqueue`` sends ``deliver_batch``)."""
     engine.delivery_run(delivery_id=delivery_id, token=token)
 
 
 @shared_task(name="hookpost.dispatch_due", ignore_result=True)
 def dispatch_due() -> None:
-    """Scheduler tick: top the delivery queues up from PostgreSQL."""
-    room = settings.HOOKPOST_QUEUE_TARGET_DEPTH - queued_count()
+    """Scheduler tick: top the delivery queues up from PostgreSQL.
+
+    The target depth counts queued tasks; each carries at most a batch of
+    deliveries, so the tick hands out at most the free tasks times the batch
+    size (fewer tasks if they end up smaller, never more deliveries).
+    """
+    room = (settings.HOOKPOST_QUEUE_TARGET_DEPTH - queued_count()) * settings.HOOKPOST_DELIVERY_BATCH_SIZE
     batch = settings.HOOKPOST_SCHEDULER_BATCH
     total = 0
     while room > 0:
@@ -59,12 +71,31 @@ def notify_operator(self, event_id: int) -> None:  # type: ignore[no-untyped-def
         raise self.retry(countdown=10 * 2**self.request.retries)
 
 
-def enqueue(delivery_ids: list[int], token: str, first_attempt: bool) -> None:
-    """Queue ``deliver`` tasks; called after the lease-setting transaction commits."""
+def enqueue(
+    delivery_ids: list[int], token: str, first_attempt: bool, endpoints: dict[int, int] | None = None
+) -> None:
+    """Queue ``deliver_batch`` tasks; called after the lease-setting transaction commits.
+
+    Deliveries are grouped by endpoint (``endpoints`` maps delivery id to
+    endpoint id; read from the database when not given) and cut into batches
+    of ``HOOKPOST_DELIVERY_BATCH_SIZE``, oldest first: a batch only ever waits
+    on its own endpoint.
+    """
+    if endpoints is None:
+        endpoints = dict(Delivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint_id"))
     queue = FIRST_QUEUE if first_attempt else RETRY_QUEUE
     with app.producer_or_acquire() as producer:
-        for delivery_id in delivery_ids:
-            deliver.apply_async(args=(delivery_id, token), queue=queue, producer=producer)
+        for batch in batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE):
+            deliver_batch.apply_async(args=(batch, token), queue=queue, producer=producer)
+
+
+def batches(delivery_ids: list[int], endpoints: dict[int, int], size: int) -> list[list[int]]:
+    """``delivery_ids`` grouped by endpoint and cut into batches of at most ``size``, order kept."""
+    groups: dict[int | None, list[int]] = {}
+    for pk in delivery_ids:
+        groups.setdefault(endpoints.get(pk), []).append(pk)
+    size = max(1, size)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def queued_count() -> int:
@@ -87,16 +118,20 @@ def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     """Queue freshly accepted deliveries: first attempts, except that work for an
     endpoint already failing takes the retry lane, as the scheduler does, so a
     broken tenant's fan-out never queues ahead of healthy endpoints' messages."""
-    failing = set(
-        Delivery.objects.filter(pk__in=delivery_ids)
-        .filter(Q(endpoint__consecutive_failures__gt=0) | ~Q(endpoint__circuit_state="closed"))
-        .values_list("pk", flat=True)
+    rows = Delivery.objects.filter(pk__in=delivery_ids).values_list(
+        "pk", "endpoint_id", "endpoint__consecutive_failures", "endpoint__circuit_state"
     )
+    endpoints: dict[int, int] = {}
+    failing: set[int] = set()
+    for pk, endpoint_id, failures, circuit in rows:
+        endpoints[pk] = endpoint_id
+        if failures > 0 or circuit != "closed":
+            failing.add(pk)
     healthy = [pk for pk in delivery_ids if pk not in failing]
     if healthy:
-        enqueue(healthy, token, True)
+        enqueue(healthy, token, True, endpoints)
     if failing:
-        enqueue([pk for pk in delivery_ids if pk in failing], token, False)
+        enqueue([pk for pk in delivery_ids if pk in failing], token, False, endpoints)
 
 
 dispatch.register_enqueuer(enqueue_fresh)

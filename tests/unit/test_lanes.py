@@ -55,7 +55,7 @@ def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, mo
     deliveries = {name: _due(endpoint) for name, endpoint in endpoints.items()}
     queued: list[tuple[list[int], bool]] = []
 
-    def record(ids: list[int], token: str, first_attempt: bool) -> Any:
+    def record(ids: list[int], token: str, first_attempt: bool, endpoints: Any = None) -> Any:
         queued.append((sorted(ids), first_attempt))
 
     monkeypatch.setattr(tasks, "enqueue", record)

@@ -44,7 +44,7 @@ def poison(monkeypatch) -> list[int]:
     """build_request raises RuntimeError, as a bug in our own code would; the calls are counted."""
     calls: list[int] = []
 
-    def broken(delivery: Delivery, endpoint: Any, timestamp: int) -> Any:
+    def broken(delivery: Delivery, endpoint: Any, timestamp: int, secrets: Any = None) -> Any:
         calls.append(delivery.pk)
         raise RuntimeError("cannot build the request")
 

@@ -5,6 +5,7 @@ These tests commit for real (``transaction=True``): two schedulers run at once
 in two threads, each with its own PostgreSQL connection, and ``on_commit``
 hooks fire as in production.
 """
+
 from __future__ import annotations
 
 import base64
@@ -88,9 +89,7 @@ def _lease_of(pks: list[int]) -> set[str | None]:
 # --- Dispatched once ---------------------------------------------------------------------
 
 
-def test_two_schedulers_inside_their_transactions_at_once_never_take_the_same_delivery(
-    make_due, monkeypatch
-):
+def test_two_schedulers_inside_their_transactions_at_once_never_take_the_same_delivery(make_due, monkeypatch):
     # given ten due deliveries, and two schedulers that both stop inside their
     # claiming transaction (rows selected and leased, not yet committed) until
     # the other one is there too
@@ -342,18 +341,38 @@ def _queued(client: redis.Redis, queue: str) -> list[tuple[str, list[Any], str]]
 
 
 def test_enqueue_puts_first_attempts_and_retries_on_their_own_queues(broker):
-    # when first attempts and a retry are enqueued
-    tasks.enqueue([11, 12], "token-a", True)
-    tasks.enqueue([13], "token-b", False)
+    # when first attempts and a retry are enqueued (endpoints given: 11 and 12 share one)
+    tasks.enqueue([11, 12], "token-a", True, {11: 1, 12: 1})
+    tasks.enqueue([13], "token-b", False, {13: 1})
 
-    # then each is one deliver task, with its id and lease token, on its queue
-    assert _queued(broker, FIRST_QUEUE) == [
-        ("hookpost.deliver", [11, "token-a"], FIRST_QUEUE),
-        ("hookpost.deliver", [12, "token-a"], FIRST_QUEUE),
-    ]
-    assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver", [13, "token-b"], RETRY_QUEUE)]
-    # and the scheduler's view of the queue depth counts them all
-    assert tasks.queued_count() == 3
+    # then each queue holds one batch task with its ids and lease token
+    assert _queued(broker, FIRST_QUEUE) == [("hookpost.deliver_batch", [[11, 12], "token-a"], FIRST_QUEUE)]
+    assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver_batch", [[13], "token-b"], RETRY_QUEUE)]
+    # and the scheduler's view of the queue depth counts the tasks
+    assert tasks.queued_count() == 2
+
+
+def test_enqueue_batches_by_endpoint_up_to_the_batch_size(broker, settings):
+    # given deliveries to two endpoints, interleaved, and batches of two
+    settings.HOOKPOST_DELIVERY_BATCH_SIZE = 2
+    endpoints = {1: 7, 2: 8, 3: 7, 4: 7, 5: 8}
+
+    # when they are enqueued
+    tasks.enqueue([1, 2, 3, 4, 5], "token", True, endpoints)
+
+    # then no batch mixes endpoints, none is larger than two, and order is kept
+    batches = [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)]
+    assert batches == [[1, 3], [4], [2, 5]]
+
+
+def test_enqueue_reads_the_endpoints_when_not_given(broker, make_due, settings):
+    settings.HOOKPOST_DELIVERY_BATCH_SIZE = 10
+    due = [make_due() for _ in range(3)]
+    tasks.enqueue([d.pk for d in due], "token", True)
+    by_endpoint: dict[int, list[int]] = {}
+    for d in due:
+        by_endpoint.setdefault(d.endpoint_id, []).append(d.pk)
+    assert sorted(args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)) == sorted(by_endpoint.values())
 
 
 def test_queued_count_is_zero_for_empty_queues(broker):
@@ -363,7 +382,7 @@ def test_queued_count_is_zero_for_empty_queues(broker):
 @pytest.mark.parametrize("first_attempt", [True, False], ids=["only_first_attempts", "only_retries"])
 def test_queued_count_counts_one_queue_while_the_other_is_empty(broker, first_attempt):
     # given tasks waiting in one delivery queue only (in Redis an empty queue does not exist)
-    tasks.enqueue([21, 22, 23], "token", first_attempt)
+    tasks.enqueue([21, 22, 23], "token", first_attempt, {21: 1, 22: 2, 23: 3})
     assert broker.llen(FIRST_QUEUE if first_attempt else RETRY_QUEUE) == 3
 
     # then the scheduler's view of the queue depth still counts them
@@ -380,6 +399,7 @@ def test_the_scheduler_tick_queues_due_work_up_to_the_target_depth(broker, make_
     ]
     settings.HOOKPOST_QUEUE_TARGET_DEPTH = 4
     settings.HOOKPOST_SCHEDULER_BATCH = 3
+    settings.HOOKPOST_DELIVERY_BATCH_SIZE = 1  # one delivery per task, so depth counts deliveries
 
     # when the scheduler tick runs
     tasks.dispatch_due()
@@ -388,10 +408,12 @@ def test_the_scheduler_tick_queues_due_work_up_to_the_target_depth(broker, make_
     # each with the lease token now on its row
     leases = dict(Delivery.objects.values_list("pk", "lease_token"))
     assert _queued(broker, FIRST_QUEUE) == [
-        ("hookpost.deliver", [d.pk, leases[d.pk]], FIRST_QUEUE) for d in fresh
+        ("hookpost.deliver_batch", [[d.pk], leases[d.pk]], FIRST_QUEUE) for d in fresh
     ]
     oldest = retries[0].pk
-    assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver", [oldest, leases[oldest]], RETRY_QUEUE)]
+    assert _queued(broker, RETRY_QUEUE) == [
+        ("hookpost.deliver_batch", [[oldest], leases[oldest]], RETRY_QUEUE)
+    ]
     assert leases[retries[1].pk] is None
 
     # and while the queues are full a further tick queues nothing more
@@ -402,5 +424,5 @@ def test_the_scheduler_tick_queues_due_work_up_to_the_target_depth(broker, make_
     # and once a worker took one, the next tick tops the queues up with the last one
     broker.rpop(FIRST_QUEUE)
     tasks.dispatch_due()
-    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [retries[0].pk, retries[1].pk]
+    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[retries[0].pk], [retries[1].pk]]
     assert tasks.queued_count() == 4

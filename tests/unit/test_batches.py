@@ -1,0 +1,192 @@
+"""Batches: one task delivers several deliveries to one endpoint.
+
+The engine claims them under one lease, sends them in order, and records them
+together; what it does not send (after a failure, a probe, a spent budget)
+goes back to the schedule untouched, and one bad delivery never costs the
+others their record. Real PostgreSQL and Redis, scripted transport.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from deliveries import engine
+from deliveries.models import Attempt, Delivery
+from deliveries.scheduler import due_deliveries
+from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory
+from tests.unit.protection_helpers import ScriptedTransport, open_circuit
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def endpoint() -> Any:
+    return EndpointFactory(retry_schedule=[60] * 5)
+
+
+def _batch(endpoint: Any, count: int) -> tuple[list[Delivery], str]:
+    """``count`` deliveries to ``endpoint``, due now and leased to one task (what dispatch does)."""
+    token = engine.new_token()
+    deliveries = [
+        DeliveryFactory(
+            endpoint=endpoint,
+            tenant=endpoint.tenant,
+            message=MessageFactory(tenant=endpoint.tenant),
+            next_attempt_at=timezone.now(),
+            lease_token=token,
+            lease_expires_at=timezone.now() + timedelta(seconds=120),
+        )
+        for _ in range(count)
+    ]
+    return deliveries, token
+
+
+def _script(monkeypatch: Any, *statuses: int | None) -> ScriptedTransport:
+    scripted = ScriptedTransport(*statuses)
+    monkeypatch.setattr(engine, "transport", lambda: scripted)
+    return scripted
+
+
+def _rows(deliveries: list[Delivery]) -> list[tuple[str, int, str | None]]:
+    by_pk = {d.pk: d for d in Delivery.objects.filter(pk__in=[d.pk for d in deliveries])}
+    return [(by_pk[d.pk].status, by_pk[d.pk].attempt_count, by_pk[d.pk].lease_token) for d in deliveries]
+
+
+def _run(deliveries: list[Delivery], token: str) -> dict[int, str]:
+    return engine.delivery_run_batch(delivery_ids=[d.pk for d in deliveries], token=token)
+
+
+def test_a_batch_is_sent_in_order_and_recorded_together(monkeypatch, endpoint):
+    transport = _script(monkeypatch, 200)
+    deliveries, token = _batch(endpoint, 5)
+
+    statuses = _run(deliveries, token)
+
+    assert statuses == {d.pk: "succeeded" for d in deliveries}
+    assert len(transport.sent) == 5
+    assert _rows(deliveries) == [("succeeded", 1, None)] * 5
+    attempts = Attempt.objects.filter(delivery__in=deliveries)
+    assert sorted(attempts.values_list("delivery_id", "number")) == sorted((d.pk, 1) for d in deliveries)
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(monkeypatch):
+    _script(monkeypatch, 200)
+
+    def statements(count: int) -> int:
+        deliveries, token = _batch(EndpointFactory(), count)
+        with CaptureQueriesContext(connection) as queries:
+            assert set(_run(deliveries, token).values()) == {"succeeded"}
+        return len(queries.captured_queries)
+
+    # the work per batch is fixed: claim, load, lease, secrets, record (not per delivery)
+    assert statements(2) == statements(20)
+
+
+def test_a_batch_stops_at_the_first_failure_and_hands_the_rest_back(monkeypatch, endpoint):
+    transport = _script(monkeypatch, 200, 503, 200)
+    deliveries, token = _batch(endpoint, 4)
+
+    statuses = _run(deliveries, token)
+
+    # two went out: the success and the failure; the other two were never sent
+    assert len(transport.sent) == 2
+    assert [statuses[d.pk] for d in deliveries] == ["succeeded", "failed", "released", "released"]
+    assert _rows(deliveries) == [
+        ("succeeded", 1, None),
+        ("failed", 1, None),
+        ("pending", 0, None),
+        ("pending", 0, None),
+    ]
+    # and what was handed back is due again for the scheduler, without an attempt spent
+    assert set(due_deliveries().values_list("pk", flat=True)) == {deliveries[2].pk, deliveries[3].pk}
+    assert not Attempt.objects.filter(delivery__in=deliveries[2:]).exists()
+
+
+def test_no_send_starts_after_the_budget(monkeypatch, settings, endpoint):
+    settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS = 0
+    transport = _script(monkeypatch, 200)
+    deliveries, token = _batch(endpoint, 3)
+
+    statuses = _run(deliveries, token)
+
+    assert len(transport.sent) == 1
+    assert [statuses[d.pk] for d in deliveries] == ["succeeded", "released", "released"]
+
+
+def test_the_claim_lease_covers_one_timeout_the_margin_and_the_budget(monkeypatch, settings):
+    settings.HOOKPOST_LEASE_MARGIN_SECONDS = 7
+    settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS = 3
+    deliveries, token = _batch(EndpointFactory(timeout_seconds=5), 3)
+
+    claimed, lease = engine.deliveries_claim(delivery_ids=[d.pk for d in deliveries], token=token)
+
+    assert [d.pk for d in claimed] == [d.pk for d in deliveries]
+    expiries = set(Delivery.objects.filter(lease_token=lease).values_list("lease_expires_at", flat=True))
+    [expiry] = expiries
+    assert 14 < (expiry - timezone.now()).total_seconds() <= 15
+
+
+def test_a_half_open_circuit_lets_one_probe_out_of_a_batch(monkeypatch, settings, endpoint):
+    settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0
+    transport = _script(monkeypatch, 200)
+    open_circuit(endpoint)
+    deliveries, token = _batch(endpoint, 3)
+
+    statuses = _run(deliveries, token)
+
+    assert len(transport.sent) == 1
+    assert [statuses[d.pk] for d in deliveries] == ["succeeded", "released", "released"]
+
+
+def test_a_lost_lease_costs_only_that_delivery_its_record(monkeypatch, endpoint):
+    deliveries, token = _batch(endpoint, 3)
+    lost = deliveries[1]
+
+    class StealingTransport(ScriptedTransport):
+        """While the batch is sending, another worker takes over the second delivery."""
+
+        def send(self, *args: Any, **kwargs: Any) -> Any:
+            if len(self.sent) == 2:
+                Delivery.objects.filter(pk=lost.pk).update(lease_token="someone-else")
+            return super().send(*args, **kwargs)
+
+    stealing = StealingTransport(200)
+    monkeypatch.setattr(engine, "transport", lambda: stealing)
+
+    statuses = _run(deliveries, token)
+
+    assert [statuses[d.pk] for d in deliveries] == ["succeeded", "lease_lost", "succeeded"]
+    assert _rows(deliveries) == [
+        ("succeeded", 1, None),
+        ("pending", 0, "someone-else"),
+        ("succeeded", 1, None),
+    ]
+    assert not Attempt.objects.filter(delivery=lost).exists()
+
+
+def test_a_delivery_that_cannot_be_recorded_does_not_poison_its_batch(monkeypatch, endpoint):
+    _script(monkeypatch, 200)
+    deliveries, token = _batch(endpoint, 3)
+    # an inconsistent history: attempt 1 of the middle one already exists, so recording it fails
+    Attempt.objects.create(delivery=deliveries[1], number=1, response_status=500)
+
+    statuses = _run(deliveries, token)
+
+    assert [statuses[d.pk] for d in deliveries] == ["succeeded", "pending", "succeeded"]
+    middle = Delivery.objects.get(pk=deliveries[1].pk)
+    assert (middle.status, middle.attempt_count, middle.internal_failures) == ("pending", 0, 1)
+    assert middle.last_error.startswith("internal error: IntegrityError")
+
+
+def test_a_stale_token_claims_nothing_of_the_batch(monkeypatch, endpoint):
+    transport = _script(monkeypatch, 200)
+    deliveries, _ = _batch(endpoint, 3)
+
+    assert engine.delivery_run_batch(delivery_ids=[d.pk for d in deliveries], token="stale") == {}
+    assert transport.sent == []
