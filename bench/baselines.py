@@ -144,6 +144,8 @@ def ensure_djw_venv() -> Path:
 
 def djw_version() -> str:
     python = DJW_VENV / "bin" / "python"
+    if not python.exists():  # --skip-djw on a machine that never built the venv
+        return "not installed"
     out = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('django-webhook'))"],
         capture_output=True,

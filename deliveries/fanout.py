@@ -5,6 +5,7 @@ filter is empty (everything) or contains the message's type. Disabled
 endpoints still get a row, as ``skipped``, so the message can be recovered
 to them later.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -21,9 +22,11 @@ def matching_endpoints(*, tenant: Tenant, event_type: EventType) -> QuerySet[End
     through = Endpoint.event_types.through
     has_filter = through.objects.filter(endpoint_id=OuterRef("pk"))
     subscribed = has_filter.filter(eventtype_id=event_type.pk)
-    return Endpoint.objects.filter(tenant=tenant).filter(
-        ~Exists(has_filter) | Q(Exists(subscribed))
-    ).only("pk", "enabled")
+    return (
+        Endpoint.objects.filter(tenant=tenant)
+        .filter(~Exists(has_filter) | Q(Exists(subscribed)))
+        .only("pk", "enabled")
+    )
 
 
 def deliveries_for(*, message: Message, endpoints: list[Endpoint], lease_token: str) -> list[Delivery]:

@@ -1,4 +1,5 @@
 """Query-parameter filters of the history lists (``?status=&endpoint=…``)."""
+
 from __future__ import annotations
 
 import datetime

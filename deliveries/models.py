@@ -5,6 +5,7 @@ PostgreSQL is the delivery schedule: a delivery is due when its status is
 pending/failed and ``next_attempt_at <= now``; the partial index below serves
 exactly that query.
 """
+
 from __future__ import annotations
 
 from django.db import models
@@ -112,16 +113,12 @@ class Delivery(models.Model):
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "deliveries"
         constraints = [
-            models.UniqueConstraint(
-                fields=["message", "endpoint"], name="delivery_message_endpoint_uniq"
-            )
+            models.UniqueConstraint(fields=["message", "endpoint"], name="delivery_message_endpoint_uniq")
         ]
         indexes = [
             models.Index(fields=["tenant", "-created_at"], name="delivery_tenant_created"),
             models.Index(fields=["endpoint", "-created_at"], name="delivery_endpoint_created"),
-            models.Index(
-                fields=["tenant", "status", "-created_at"], name="delivery_tenant_status_created"
-            ),
+            models.Index(fields=["tenant", "status", "-created_at"], name="delivery_tenant_status_created"),
             models.Index(
                 fields=["next_attempt_at"],
                 condition=Q(status__in=["pending", "failed"]),

@@ -14,6 +14,7 @@ guesses from scattered ``try/except``:
 ``Retry-After`` on 429/503 can push the next attempt later (never sooner),
 up to ``HOOKPOST_RETRY_AFTER_MAX_SECONDS``.
 """
+
 from __future__ import annotations
 
 import enum

@@ -1,4 +1,5 @@
 """Shapes of the messages and deliveries API."""
+
 from __future__ import annotations
 
 from typing import Any

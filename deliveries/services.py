@@ -5,6 +5,7 @@ together or not at all, and the first attempts are handed to the delivery
 engine only after commit. The 202 the API returns means "durable in
 PostgreSQL".
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,65 +72,124 @@ def message_publish(*, tenant: Tenant, new: NewMessage) -> Published:
     """
     context = _Context(tenant=tenant)
     with transaction.atomic():
-        result = _publish_one(context, new)
+        [result] = _publish(context, [(new, _check_message(context, new))], name_items=False)
     return result
 
 
 def message_publish_batch(*, tenant: Tenant, batch: list[NewMessage]) -> list[Published]:
     """Publish up to ``HOOKPOST_MAX_BATCH_MESSAGES`` messages, all or none.
 
-    Errors name the item: ``messages.3.payload``.
+    Errors name the item: ``messages.3.payload``. The batch is one
+    transaction and one hand-off to the workers (see ``_publish``).
     """
     limit = settings.HOOKPOST_MAX_BATCH_MESSAGES
     if not 1 <= len(batch) <= limit:
         raise Invalid("The batch is invalid.", {"messages": [f"Send 1 to {limit} messages."]})
     context = _Context(tenant=tenant)
-    results: list[Published] = []
+    items: list[tuple[NewMessage, EventType]] = []
     with transaction.atomic():
         for index, new in enumerate(batch):
             try:
-                results.append(_publish_one(context, new))
-            except (Invalid, Conflict) as exc:
-                raise type(exc)(
-                    f"Message {index} is invalid: {exc.message}",
-                    {f"messages.{index}.{name}": msgs for name, msgs in exc.details.items()},
-                ) from exc
-            except PayloadTooLarge as exc:
-                raise PayloadTooLarge(f"Message {index}: {exc.message}", exc.details) from exc
-    return results
+                items.append((new, _check_message(context, new)))
+            except (Invalid, PayloadTooLarge) as exc:
+                raise _item_error(exc, index) from exc
+        return _publish(context, items, name_items=True)
 
 
-def _publish_one(context: _Context, new: NewMessage) -> Published:
-    event_type = _check_message(context, new)
-    request_hash = _request_hash(new)
-    existing = _find_repeat(context.tenant, new)
+def _item_error(exc: Invalid | Conflict | PayloadTooLarge, index: int) -> Exception:
+    """``exc`` about item ``index`` of a batch, with the item in its message and field names."""
+    if isinstance(exc, PayloadTooLarge):
+        return PayloadTooLarge(f"Message {index}: {exc.message}", exc.details)
+    return type(exc)(
+        f"Message {index} is invalid: {exc.message}",
+        {f"messages.{index}.{name}": msgs for name, msgs in exc.details.items()},
+    )
+
+
+def _publish(
+    context: _Context, items: list[tuple[NewMessage, EventType]], *, name_items: bool
+) -> list[Published]:
+    """Store checked messages with their deliveries and queue them after commit; a result per item.
+
+    The cost is per request, not per message: new messages without an id or
+    idempotency key are written with one INSERT, all deliveries with one more,
+    and the pending ones are handed to the workers together under one
+    dispatch lease. A message with an id or key is written on its own in a
+    savepoint, since a concurrent twin may win its insert (then it is a
+    repeat); a batch holding any such message writes every message that way,
+    in order.
+    """
+    keyed = any(new.uid is not None or new.idempotency_key is not None for new, _ in items)
+    slots: list[Message | Published] = []  # a Message: created here, counted below
+    for index, (new, event_type) in enumerate(items):
+        request_hash = _request_hash(new)
+        if not keyed:
+            slots.append(_unsaved_message(context.tenant, new, event_type, request_hash))
+            continue
+        try:
+            slots.append(_publish_keyed(context.tenant, new, event_type, request_hash))
+        except Conflict as exc:
+            raise (_item_error(exc, index) if name_items else exc) from exc
+    created = [slot for slot in slots if isinstance(slot, Message)]
+    if not keyed:
+        Message.objects.bulk_create(created)
+    token = new_token()
+    rows: list[Delivery] = []
+    for message in created:
+        rows += deliveries_for(message=message, endpoints=_endpoints(context, message), lease_token=token)
+    deliveries = Delivery.objects.bulk_create(rows)
+    dispatch.enqueue_on_commit([d.pk for d in deliveries if d.status == Delivery.Status.PENDING], token)
+    counts: dict[int, int] = {}
+    for delivery in deliveries:
+        counts[delivery.message_id] = counts.get(delivery.message_id, 0) + 1
+    return [
+        Published(message=slot, created=True, delivery_count=counts.get(slot.pk, 0))
+        if isinstance(slot, Message)
+        else slot
+        for slot in slots
+    ]
+
+
+def _unsaved_message(tenant: Tenant, new: NewMessage, event_type: EventType, request_hash: str) -> Message:
+    return Message(
+        tenant=tenant,
+        event_type=event_type,
+        payload=new.payload,
+        idempotency_key=new.idempotency_key,
+        request_hash=request_hash,
+        **({"uid": new.uid} if new.uid else {}),
+    )
+
+
+def _publish_keyed(
+    tenant: Tenant, new: NewMessage, event_type: EventType, request_hash: str
+) -> Message | Published:
+    """Insert a message that has an id or key: the new Message, or the repeat it is.
+
+    Raises Conflict when the id or key was used for different content.
+    """
+    existing = _find_repeat(tenant, new)
     if existing is not None:
         return _repeat(existing, request_hash)
+    message = _unsaved_message(tenant, new, event_type, request_hash)
     try:
         with transaction.atomic():  # savepoint: a concurrent twin may win the insert
-            message = Message.objects.create(
-                tenant=context.tenant,
-                event_type=event_type,
-                payload=new.payload,
-                idempotency_key=new.idempotency_key,
-                request_hash=request_hash,
-                **({"uid": new.uid} if new.uid else {}),
-            )
+            message.save(force_insert=True)
     except IntegrityError:
-        existing = _find_repeat(context.tenant, new)
+        existing = _find_repeat(tenant, new)
         if existing is None:
             raise
         return _repeat(existing, request_hash)
-    endpoints = context.endpoints.get(event_type.pk)
+    return message
+
+
+def _endpoints(context: _Context, message: Message) -> list[Endpoint]:
+    """The endpoints that get ``message`` (looked up once per event type per request)."""
+    endpoints = context.endpoints.get(message.event_type_id)
     if endpoints is None:
-        endpoints = list(matching_endpoints(tenant=context.tenant, event_type=event_type))
-        context.endpoints[event_type.pk] = endpoints
-    token = new_token()
-    deliveries = Delivery.objects.bulk_create(
-        deliveries_for(message=message, endpoints=endpoints, lease_token=token)
-    )
-    dispatch.enqueue_on_commit([d.pk for d in deliveries if d.status == Delivery.Status.PENDING], token)
-    return Published(message=message, created=True, delivery_count=len(deliveries))
+        endpoints = list(matching_endpoints(tenant=context.tenant, event_type=message.event_type))
+        context.endpoints[message.event_type_id] = endpoints
+    return endpoints
 
 
 def _check_message(context: _Context, new: NewMessage) -> EventType:

@@ -18,6 +18,10 @@ from deliveries.models import Delivery
 
 logger = logging.getLogger(__name__)
 
+# Ids per lookup query: a batch of 1,000 messages to 100 endpoints is 100,000
+# deliveries, beyond what one statement may bind.
+_LOOKUP_CHUNK = 10_000
+
 
 @shared_task(name="hookpost.deliver_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_batch(delivery_ids: list[int], token: str | None = None) -> None:
@@ -118,15 +122,16 @@ def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     """Queue freshly accepted deliveries: first attempts, except that work for an
     endpoint already failing takes the retry lane, as the scheduler does, so a
     broken tenant's fan-out never queues ahead of healthy endpoints' messages."""
-    rows = Delivery.objects.filter(pk__in=delivery_ids).values_list(
-        "pk", "endpoint_id", "endpoint__consecutive_failures", "endpoint__circuit_state"
-    )
     endpoints: dict[int, int] = {}
     failing: set[int] = set()
-    for pk, endpoint_id, failures, circuit in rows:
-        endpoints[pk] = endpoint_id
-        if failures > 0 or circuit != "closed":
-            failing.add(pk)
+    for start in range(0, len(delivery_ids), _LOOKUP_CHUNK):
+        rows = Delivery.objects.filter(pk__in=delivery_ids[start : start + _LOOKUP_CHUNK]).values_list(
+            "pk", "endpoint_id", "endpoint__consecutive_failures", "endpoint__circuit_state"
+        )
+        for pk, endpoint_id, failures, circuit in rows:
+            endpoints[pk] = endpoint_id
+            if failures > 0 or circuit != "closed":
+                failing.add(pk)
     healthy = [pk for pk in delivery_ids if pk not in failing]
     if healthy:
         enqueue(healthy, token, True, endpoints)

@@ -1,5 +1,6 @@
 """/api/v1/tenants/{uid}/messages/: publish (single and batch), idempotency,
 fan-out, the ingest transaction, and the message history."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -432,6 +433,27 @@ def test_a_batch_publishes_every_message(api, tenant, event_type):
     assert all(item["deliveries"] == 1 for item in data)
     assert set(Message.objects.values_list("uid", flat=True)) == {item["id"] for item in data}
     assert Delivery.objects.count() == 3
+
+
+def test_a_batch_is_handed_to_the_workers_once_in_order(
+    api, tenant, event_type, handed_over, django_capture_on_commit_callbacks
+):
+    # given two endpoints of acme
+    EndpointFactory(tenant=tenant)
+    EndpointFactory(tenant=tenant)
+    batch = {"messages": [{"event_type": "invoice.paid", "payload": {"n": n}} for n in range(5)]}
+
+    # when acme publishes five messages in one batch
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(BATCH, batch, format="json")
+
+    # then the messages keep the batch's order and all ten deliveries go to the workers
+    # in one hand-off after commit, not one per message
+    assert response.status_code == 202, response.json()
+    uids = [item["id"] for item in response.json()["data"]]
+    assert [m.payload["n"] for m in Message.objects.order_by("pk")] == list(range(5))
+    assert list(Message.objects.order_by("pk").values_list("uid", flat=True)) == uids
+    assert handed_over == [sorted(Delivery.objects.values_list("pk", flat=True))]
 
 
 def test_a_batch_with_an_invalid_item_stores_none_of_it(api, tenant, event_type):
