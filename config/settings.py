@@ -233,7 +233,7 @@ HOOKPOST_QUEUE_TARGET_DEPTH = env_int("HOOKPOST_QUEUE_TARGET_DEPTH", 200)
 HOOKPOST_MAX_INTERNAL_FAILURES = env_int("HOOKPOST_MAX_INTERNAL_FAILURES", 3)
 # One delivery task carries up to this many deliveries, all to one endpoint:
 # claimed, sent over one keep-alive connection and recorded together.
-HOOKPOST_DELIVERY_BATCH_SIZE = env_int("HOOKPOST_DELIVERY_BATCH_SIZE", 20)
+HOOKPOST_DELIVERY_BATCH_SIZE = env_int("HOOKPOST_DELIVERY_BATCH_SIZE", 50)
 # A batch starts another send only within this many seconds of its claim, so
 # its lease (one timeout + margin + this budget) always covers the last send.
 HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_SECONDS", "2") or 2)

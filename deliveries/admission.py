@@ -58,11 +58,15 @@ class Ticket:
     def admitted(self) -> bool:
         return self.defer_seconds is None
 
-    def settle(self, result: TransportResult) -> breaker.Transition | None:
-        """Count the attempt's result in the endpoint's breaker."""
+    def settle(self, result: TransportResult, count: int = 1) -> breaker.Transition | None:
+        """Count the attempt's result (``count`` alike results, for a batch) in the endpoint's breaker."""
         self._settled = True
         return breaker.record(
-            self.endpoint, breaker.outcome_of(result), probe=self.probe, slow=breaker.is_slow(result)
+            self.endpoint,
+            breaker.outcome_of(result),
+            probe=self.probe,
+            slow=breaker.is_slow(result),
+            count=count,
         )
 
     def release(self) -> None:

@@ -177,16 +177,17 @@ return {'probe', state, probe_until, fails, now, '', slow}
 # KEYS[1] state hash, KEYS[2] window hash ('n:<sec>' attempts, 'f:<sec>' failures).
 # ARGV: outcome ('failure'|'success'), probe token or '', threshold, min attempts,
 #       failure rate, window s, base cool-down ms, max cool-down ms, state ttl s,
-#       slow ('1' when a failure took long: a timeout).
+#       slow ('1' when a failure took long: a timeout), count (identical outcomes, default 1).
 # -> {state, from_state ('' = no transition), fails, cooldown_ms, now_ms, reason}
 _RECORD = shared_state.LuaScript(
     _NOW
     + """
 local failed = ARGV[1] == 'failure'
 local window = tonumber(ARGV[6])
+local count = tonumber(ARGV[11] or '1')
 local sec = math.floor(now / 1000)
-local first_this_second = redis.call('HINCRBY', KEYS[2], 'n:' .. sec, 1) == 1
-if failed then redis.call('HINCRBY', KEYS[2], 'f:' .. sec, 1) end
+local first_this_second = redis.call('HINCRBY', KEYS[2], 'n:' .. sec, count) == count
+if failed then redis.call('HINCRBY', KEYS[2], 'f:' .. sec, count) end
 redis.call('EXPIRE', KEYS[2], window + 5)
 
 local h = redis.call('HMGET', KEYS[1], 'state', 'fails', 'probe', 'cooldown', 'closed_at', 'slow')
@@ -250,7 +251,7 @@ if state == 'closed' then
     if first_this_second then window_sums() end
     return {'closed', '', 0, 0, now, ''}
   end
-  fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+  fails = redis.call('HINCRBY', KEYS[1], 'fails', count)
   redis.call('EXPIRE', KEYS[1], ttl)
   if fails >= tonumber(ARGV[3]) then
     return open('closed', 'consecutive_failures')
@@ -339,9 +340,9 @@ def admit(endpoint: Endpoint, *, probe_lease_seconds: float) -> Admission:
 
 
 def record(
-    endpoint: Endpoint, outcome: Outcome, *, probe: str | None = None, slow: bool = False
+    endpoint: Endpoint, outcome: Outcome, *, probe: str | None = None, slow: bool = False, count: int = 1
 ) -> Transition | None:
-    """Count one attempt's outcome; return the transition it caused, if any.
+    """Count one attempt's outcome (or ``count`` alike, in a row); return the transition it caused, if any.
 
     Only the probe (``probe`` = the token from ``admit``) moves a half-open
     circuit; results of attempts that started before the circuit opened change
@@ -364,6 +365,7 @@ def record(
         int(settings.HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS * 1000),
         _STATE_TTL_SECONDS,
         "1" if slow and outcome is Outcome.FAILURE else "0",
+        count,
     ]
     try:
         reply = _RECORD(_keys(endpoint), args)

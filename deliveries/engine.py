@@ -33,7 +33,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config import metrics
-from deliveries import admission, operational, retry, signals
+from deliveries import admission, breaker, operational, retry, signals
 from deliveries.models import Attempt, Delivery
 from deliveries.transport import Transport, TransportResult
 from webhooks import signing
@@ -202,6 +202,7 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
         return _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
     statuses: dict[int, str] = {}
     sent: list[_Sent] = []
+    results: list[TransportResult] = []
     began = time.monotonic()
     secrets: list[str] | None = None
     try:
@@ -228,7 +229,7 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
                 )
                 statuses[delivery.pk] = _internal_failure(delivery, lease, exc)
                 continue
-            _settle(ticket, result)
+            results.append(result)
             try:
                 decision = _decide(delivery, endpoint, result)
             except Exception as exc:
@@ -240,6 +241,7 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
                 statuses.update(_release(deliveries[index + 1 :], lease))
                 break
     finally:
+        _settle(ticket, results)
         ticket.release()
     statuses.update(_record_all(sent, lease))
     return statuses
@@ -255,15 +257,24 @@ def _decide(delivery: Delivery, endpoint: Endpoint, result: TransportResult) -> 
     )
 
 
-def _settle(ticket: admission.Ticket, result: TransportResult) -> None:
-    """Count the result in the endpoint's breaker (its places are freed by ``release``).
+def _settle(ticket: admission.Ticket, results: list[TransportResult]) -> None:
+    """Count the batch's results in the endpoint's breaker, each run of alike results in one call.
 
-    Trouble here is logged, not charged to the delivery as an internal failure.
+    The places are freed by ``release``. Trouble here is logged, not charged
+    to the deliveries as internal failures.
     """
+    runs: list[tuple[tuple[breaker.Outcome, bool], TransportResult, int]] = []
+    for result in results:
+        kind = (breaker.outcome_of(result), breaker.is_slow(result))
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((kind, result, 1))
     try:
-        ticket.settle(result)
+        for _, result, count in runs:
+            ticket.settle(result, count)
     except Exception:
-        logger.exception("could not count an attempt in the breaker of %s", ticket.endpoint.uid)
+        logger.exception("could not count attempts in the breaker of %s", ticket.endpoint.uid)
 
 
 def _release(deliveries: list[Delivery], lease: str) -> dict[int, str]:

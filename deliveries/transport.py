@@ -19,6 +19,7 @@ exceptions, cross this boundary).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import ipaddress
 import itertools
@@ -44,6 +45,7 @@ from urllib3.exceptions import (
 
 from webhooks.target_policy import (
     IPAddress,
+    IPNetwork,
     Target,
     TargetRejected,
     check_address,
@@ -137,7 +139,8 @@ class _Watchdog:
                 self._thread.start()
             seq = next(self._seq)
             heapq.heappush(self._heap, (deadline, seq, conn))
-            self._cond.notify()
+            if self._heap[0][1] == seq:  # the earliest deadline now: the thread must wake sooner
+                self._cond.notify()
             return seq
 
     def disarm(self, seq: int) -> None:
@@ -251,7 +254,7 @@ class Transport:
             _local.deadline = _local.armed = None
 
     def _vet(self, url: str) -> tuple[IPAddress, Target]:
-        allowed = parse_networks(settings.HOOKPOST_ALLOWED_TARGET_NETWORKS)
+        allowed = _allowed_networks(tuple(settings.HOOKPOST_ALLOWED_TARGET_NETWORKS))
         try:
             target = check_url(url, allowed)
         except TargetRejected as exc:
@@ -319,6 +322,12 @@ class Transport:
             duration_ms=_ms(started),
             connected=True,
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _allowed_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """The allowlist, parsed once per distinct setting rather than on every send."""
+    return parse_networks(cidrs)
 
 
 class _Deadline(Exception):

@@ -142,6 +142,23 @@ def test_a_lower_failure_rate_leaves_it_closed(endpoint):
     assert (snap.window_attempts, snap.window_failures) == (30, 10)
 
 
+def test_a_batch_of_results_counts_like_the_same_results_one_by_one(endpoint):
+    # given a batch of 19 successes counted in one call
+    assert breaker.record(endpoint, OK, count=19) is None
+    snap = breaker.snapshot(endpoint)
+    assert snap is not None and (snap.window_attempts, snap.window_failures) == (19, 0)
+
+    # when five failures in a row are counted in one call
+    transition = breaker.record(endpoint, FAIL, count=5)
+
+    # then they open the circuit as five separate ones would
+    assert transition is not None and (transition.to_state, transition.reason) == (
+        "open",
+        "consecutive_failures",
+    )
+    assert transition.consecutive_failures == 5
+
+
 def test_thresholds_are_settings(settings, endpoint):
     settings.HOOKPOST_BREAKER_FAILURE_THRESHOLD = 2
     breaker.record(endpoint, FAIL)
