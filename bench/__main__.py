@@ -16,11 +16,13 @@ import shutil
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import baselines, ledger, report
+from bench import profile as bench_profile
 from bench.env import ROOT, BenchEnv, make_env, reset_database
 from bench.receivers import Hanging, Nginx
 from bench.stats import median_of
@@ -45,18 +47,54 @@ class Sizes:
     failing_endpoints: int
     broken_interval: float
     broken_warmup_seconds: float
+    backlog_pending: int
+    backlog_endpoints: int
+    backlog_warmup_seconds: float
+    backlog_seconds: float
 
 
 MODES = {
     "full": Sizes(
-        warmup=1, repeats=3, floor=5000, naive=1000, djw=1000, ingest_seconds=10, e2e=1500, fanout=1500,
-        latency_seconds=20, healthy_endpoints=10, isolation_deliveries=1000, isolation_latency_seconds=15,
-        failing_endpoints=1000, broken_interval=2.0, broken_warmup_seconds=20,
+        warmup=1,
+        repeats=3,
+        floor=5000,
+        naive=1000,
+        djw=1000,
+        ingest_seconds=10,
+        e2e=1500,
+        fanout=1500,
+        latency_seconds=20,
+        healthy_endpoints=10,
+        isolation_deliveries=1000,
+        isolation_latency_seconds=15,
+        failing_endpoints=1000,
+        broken_interval=2.0,
+        broken_warmup_seconds=20,
+        backlog_pending=1_000_000,
+        backlog_endpoints=1000,
+        backlog_warmup_seconds=20,
+        backlog_seconds=120,
     ),
     "quick": Sizes(
-        warmup=1, repeats=1, floor=1000, naive=300, djw=300, ingest_seconds=3, e2e=300, fanout=300,
-        latency_seconds=6, healthy_endpoints=5, isolation_deliveries=200, isolation_latency_seconds=5,
-        failing_endpoints=60, broken_interval=1.0, broken_warmup_seconds=5,
+        warmup=1,
+        repeats=1,
+        floor=1000,
+        naive=300,
+        djw=300,
+        ingest_seconds=3,
+        e2e=300,
+        fanout=300,
+        latency_seconds=6,
+        healthy_endpoints=5,
+        isolation_deliveries=200,
+        isolation_latency_seconds=5,
+        failing_endpoints=60,
+        broken_interval=1.0,
+        broken_warmup_seconds=5,
+        backlog_pending=100_000,
+        backlog_endpoints=100,
+        backlog_warmup_seconds=8,
+        backlog_seconds=20,
     ),
     "smoke": Sizes(
         warmup=1,
@@ -74,6 +112,10 @@ MODES = {
         failing_endpoints=9,
         broken_interval=1.0,
         broken_warmup_seconds=2,
+        backlog_pending=2000,
+        backlog_endpoints=10,
+        backlog_warmup_seconds=2,
+        backlog_seconds=6,
     ),
 }
 
@@ -91,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="logs and nginx files (default var/bench/run)")
     parser.add_argument("--skip-djw", action="store_true", help="skip the django-webhook baseline")
     parser.add_argument("--note", default="", help="a line for the report (e.g. 'loaded machine')")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the worker with py-spy during the 1:1 runs"
+    )
     args = parser.parse_args(argv)
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     sizes = MODES[mode_name]
@@ -113,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     nginx = Nginx(env.workdir / "nginx").start()
     hanging = Hanging(env.workdir)
     try:
-        _run_all(env, sizes, nginx, hanging, ledgers, results, skip_djw=args.skip_djw)
+        _run_all(env, sizes, nginx, hanging, ledgers, results, skip_djw=args.skip_djw, profile=args.profile)
     finally:
         hanging.stop()
         nginx.stop()
@@ -153,6 +198,7 @@ def _run_all(
     results: dict[str, Any],
     *,
     skip_djw: bool,
+    profile: bool = False,
 ) -> None:
     from bench import hookpost
     from bench.env import flush_redis
@@ -212,11 +258,18 @@ def _run_all(
         try:
             one = hookpost.make_tenant("bench-e2e", [nginx.url("/ok/e2e")])
             wait = 120.0
-            results["e2e"] = median_of(
-                hookpost.throughput_run(nginx, one, sizes.e2e, ledgers, "e2e 1:1", run_id, wait),
-                label="e2e 1:1",
-                **reps,
-            ).as_dict()
+            raw_profile = env.workdir / "profile-worker.txt"
+            with bench_profile.Profiler(stack.process.pid, raw_profile) if profile else nullcontext():
+                results["e2e"] = median_of(
+                    hookpost.throughput_run(nginx, one, sizes.e2e, ledgers, "e2e 1:1", run_id, wait),
+                    label="e2e 1:1",
+                    **reps,
+                ).as_dict()
+            if profile:
+                results["profile"] = {
+                    "raw": str(raw_profile),
+                    "top": [[round(pct, 1), name] for pct, name in bench_profile.summary(raw_profile)],
+                }
             # After the 1:1 runs (imports, pools and caches warm): the base for memory growth.
             stack.rss_start_kb = stack.process.rss_kb()
             fan = hookpost.make_tenant("bench-fanout", [nginx.url(f"/ok/fan/{i}") for i in range(100)])
@@ -293,6 +346,38 @@ def _run_all(
         finally:
             stack.stop()
 
+    def backlog_memory() -> None:
+        from bench import backlog
+
+        hookpost.clear_history()
+        paths = [nginx.url(f"/ok/backlog/{i}") for i in range(sizes.backlog_endpoints)]
+        tenant = hookpost.make_tenant("bench-backlog", paths)
+        began = time.monotonic()
+        pending = backlog.fill(tenant.model, hookpost.EVENT_TYPE, sizes.backlog_pending)
+        filled_in = time.monotonic() - began
+        print(f"  backlog: {pending:,} pending deliveries written in {filled_in:.0f} s", flush=True)
+        stack = hookpost.Stack(env, "backlog")
+        try:
+            figures = backlog.measure(
+                env,
+                nginx,
+                stack,
+                warmup_seconds=sizes.backlog_warmup_seconds,
+                seconds=sizes.backlog_seconds,
+            )
+        finally:
+            stack.stop()
+            hookpost.clear_history()
+        results["backlog"] = {**figures, "pending": pending, "fill_seconds": filled_in}
+        print(
+            f"  backlog: worker RSS {figures['rss_start_kb'] / 1024:.0f} -> "
+            f"{figures['rss_peak_last_third_kb'] / 1024:.0f} MB ({figures['growth_pct']:+.1f} %), "
+            f"{figures['delivered']:,} delivered, {figures['duplicates']} duplicates",
+            flush=True,
+        )
+        if figures["duplicates"]:
+            raise RuntimeError(f"{figures['duplicates']} deliveries arrived twice during the backlog run")
+
     _step(results, "floor", floor)
     _step(results, "naive", naive)
     if skip_djw:
@@ -302,6 +387,7 @@ def _run_all(
     _step(results, "ingest", ingest)
     _step(results, "delivery", delivery)
     _step(results, "isolation", isolation)
+    _step(results, "backlog", backlog_memory)
 
 
 if __name__ == "__main__":

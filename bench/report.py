@@ -27,6 +27,7 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("isolation_p99_ratio", "isolation: healthy p99 with ÷ without failing", "<=", 1.10),
     ("isolation_throughput_ratio", "isolation: healthy throughput with ÷ without", ">=", 0.95),
     ("latency_p99_ms", "latency p99 at half load (ms)", "<=", 50.0),
+    ("backlog_rss_growth_pct", "worker memory growth across the pending backlog (%)", "<=", 5.0),
 ]
 
 
@@ -149,6 +150,11 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
         "iso_with_p99_ms": _median(results, "isolation_with", "latency", "median", "p99_ms"),
         "iso_without_p50_ms": _median(results, "isolation_without", "latency", "median", "p50_ms"),
         "iso_with_p50_ms": _median(results, "isolation_with", "latency", "median", "p50_ms"),
+        "backlog_pending": _median(results, "backlog", "pending"),
+        "backlog_growth_pct": _median(results, "backlog", "growth_pct"),
+        "backlog_rss_start_mb": _median(results, "backlog", "rss_start_kb") / 1024,
+        "backlog_rss_peak_mb": _median(results, "backlog", "rss_peak_last_third_kb") / 1024,
+        "backlog_delivered": _median(results, "backlog", "delivered"),
     }
 
 
@@ -164,6 +170,7 @@ def ratios(fig: dict[str, float]) -> dict[str, float]:
         "isolation_p99_ratio": div(fig["iso_with_p99_ms"], fig["iso_without_p99_ms"]),
         "isolation_throughput_ratio": div(fig["iso_with_per_s"], fig["iso_without_per_s"]),
         "latency_p99_ms": fig["latency_p99_ms"],
+        "backlog_rss_growth_pct": fig["backlog_growth_pct"],
     }
 
 
@@ -246,6 +253,9 @@ def markdown(
         f"{_fmt(fig['iso_without_p99_ms'])} ms |",
         f"| Isolation, healthy latency p50 / p99 with failing endpoints | {_fmt(fig['iso_with_p50_ms'])} / "
         f"{_fmt(fig['iso_with_p99_ms'])} ms |",
+        f"| Worker RSS with {_fmt(fig['backlog_pending'], 0)} deliveries pending: after warm-up / peak of "
+        f"the last third ({_fmt(fig['backlog_delivered'], 0)} delivered meanwhile) "
+        f"| {_fmt(fig['backlog_rss_start_mb'])} / {_fmt(fig['backlog_rss_peak_mb'])} MB |",
         "",
         f"![throughput and latency]({plot_name})",
         "",
@@ -257,6 +267,18 @@ def markdown(
             f"{rss['start'] / 1024:.0f} / {rss['end'] / 1024:.0f} MB.",
             "",
         ]
+    if results.get("profile"):
+        lines += [
+            "## Profile of the worker during the 1:1 runs (py-spy, `--profile`)",
+            "",
+            "Share of the worker's busy samples (a pool thread waiting for a task is not busy) with the",
+            "function on the stack; a function's share includes what it calls.",
+            "",
+            "| Share | Function |",
+            "| ---: | --- |",
+        ]
+        lines += [f"| {pct:.1f} % | `{name}` |" for pct, name in results["profile"]["top"]]
+        lines.append("")
     if results["errors"] or results.get("skipped"):
         lines += ["## Errors and skipped measurements", ""]
         lines += [f"- {name}: `{err}`" for name, err in results["errors"].items()]
@@ -282,6 +304,12 @@ def markdown(
         "  a third hanging until the 15 s timeout) that receives a message every "
         f"{results['sizes']['broken_interval']:g} s,",
         f"  starting {results['sizes']['broken_warmup_seconds']:g} s before the measurement.",
+        "- Backlog: that many pending deliveries (messages x "
+        f"{results['sizes'].get('backlog_endpoints', 'n/a')} endpoints) written straight into PostgreSQL,",
+        "  then the worker starts; its RSS is sampled every 2 s for "
+        f"{results['sizes'].get('backlog_seconds', 'n/a')} s after a "
+        f"{results['sizes'].get('backlog_warmup_seconds', 'n/a')} s warm-up. Growth = peak of the last",
+        "  third ÷ first sample. The backlog is not drained; what arrived is checked for duplicates.",
         "- Ledger: every accepted (message, endpoint) pair must appear in nginx's log with a 2xx; a pair",
         "  not received within the run's deadline counts as lost and fails the run.",
         "",

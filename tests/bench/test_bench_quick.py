@@ -36,7 +36,7 @@ def _smoke_database_url() -> str:
 def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "work"),
+        [sys.executable, "-m", "bench", "--smoke", "--profile", "--out", str(out), "--workdir", str(tmp_path / "work"),
          "--database-url", _smoke_database_url(),
          "--redis-url", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
@@ -50,3 +50,11 @@ def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     assert (out / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for key in ("floor_per_s", "naive_per_s", "djw_per_s", "e2e_per_s", "fanout_per_s", "latency_p99_ms"):
         assert data["figures"][key] > 0, key
+    # the backlog run wrote its pending rows and sampled the worker's memory while it worked
+    backlog = data["backlog"]
+    assert backlog["pending"] == 2000 and backlog["rss_start_kb"] > 0 and backlog["delivered"] > 0, backlog
+    assert backlog["duplicates"] == 0
+    # --profile sampled the worker and named where its time went, our engine among it
+    top = [name for _, name in data["profile"]["top"]]
+    assert any("deliveries/engine.py" in name for name in top), top
+    assert "## Profile" in (out / "BENCHMARKS.md").read_text()
