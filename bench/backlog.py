@@ -75,7 +75,7 @@ def measure(
     samples: list[tuple[float, int]] = []
     begin = time.monotonic()
     while time.monotonic() - begin < seconds:
-        samples.append((round(time.monotonic() - begin, 1), stack.process.rss_kb()))
+        samples.append((round(time.monotonic() - begin, 1), stack.rss_kb()))
         time.sleep(interval)
     arrivals = nginx.arrivals(since)
     keys = [(a.webhook_id, a.path) for a in arrivals if 200 <= a.status < 300]

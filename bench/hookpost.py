@@ -60,43 +60,33 @@ def clear_history() -> None:
 
 
 class Stack:
-    """The Hookpost worker (with its embedded scheduler); started on a clean broker."""
+    """The Hookpost workers, started on a clean broker, as docs/operations.md deploys them:
+    one for first attempts (with the embedded scheduler) and one for the retry lane,
+    so failing endpoints' work never waits in line with healthy endpoints' first attempts."""
 
     def __init__(self, env: BenchEnv, name: str) -> None:
         flush_redis(env)
-        self.process = Process(
-            f"hookpost-worker-{name}",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-B",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(WORKER_CONCURRENCY),
-                "-Q",
-                "deliveries.first,deliveries.retry,maintenance",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--schedule",
-                str(env.workdir / f"beat-{name}"),
-                "--hostname",
-                f"bench-{name}@%h",
-            ],
-            env.hookpost_env(),
-            env.workdir / f"worker-{name}.log",
-        )
+        self.process = _worker(env, f"{name}-first", "deliveries.first", beat=True)
+        self.retry = _worker(env, f"{name}-retry", "deliveries.retry,maintenance", beat=False)
         self.rss_start_kb = 0
+
+    def rss_kb(self) -> int:
+        """Resident memory of both workers (with their threads' allocations)."""
+        return self.process.rss_kb() + self.retry.rss_kb()
 
     def stop(self) -> None:
         self.process.stop()
+        self.retry.stop()
+
+
+def _worker(env: BenchEnv, name: str, queues: str, *, beat: bool) -> Process:
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker"]
+    if beat:
+        command += ["-B", "--schedule", str(env.workdir / f"beat-{name}")]
+    command += ["--pool", "threads", "--concurrency", str(WORKER_CONCURRENCY), "-Q", queues]
+    command += ["--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    command += ["--hostname", f"bench-{name}@%h"]
+    return Process(f"hookpost-worker-{name}", command, env.hookpost_env(), env.workdir / f"worker-{name}.log")
 
 
 class Web:
@@ -214,6 +204,38 @@ def throughput_run(
         last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
         return {
             "deliveries_per_s": result.received / max(last - start, 1e-6),
+            "lost": result.lost,
+            "duplicates": result.duplicates,
+        }
+
+    return run
+
+
+def single_run(
+    nginx: Nginx,
+    tenant: Tenant,
+    seconds: float,
+    ledgers: ledger.Ledgers,
+    name: str,
+    run_id: list[int],
+    wait: float,
+) -> Callable[[], dict[str, float]]:
+    """One message per publish call, back to back for ``seconds``: the sustainable rate of
+    the traffic most services send (each message its own transaction and hand-off)."""
+
+    def run() -> dict[str, float]:
+        run_id[0] += 1
+        since = nginx.mark()
+        start = time.time()
+        accepted = publish_paced(tenant, 1e9, seconds, tag=f"{name}-{run_id[0]}")
+        expected = _expected(accepted, tenant.paths)
+        got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
+        result = ledgers.add(ledger.check(name, expected, got))
+        wanted = set(expected)
+        last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
+        return {
+            "deliveries_per_s": result.received / max(last - start, 1e-6),
+            "published_per_s": len(accepted) / seconds,
             "lost": result.lost,
             "duplicates": result.duplicates,
         }

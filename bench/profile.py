@@ -37,7 +37,8 @@ class Profiler:
     def __init__(self, pid: int, raw: Path, rate: int = 100) -> None:
         self.raw = raw
         self.cmd = [py_spy(), "record", "--format", "raw", "--rate", str(rate), "--output", str(raw)]
-        self.cmd += ["--pid", str(pid), "--subprocesses"]
+        # --nonblocking: sample without pausing the worker, so the figures measured meanwhile hold.
+        self.cmd += ["--pid", str(pid), "--subprocesses", "--nonblocking"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:
