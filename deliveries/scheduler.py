@@ -4,9 +4,11 @@ Every tick claims due deliveries (``status`` pending/failed, ``next_attempt_at
 <= now``, no live lease) with ``SELECT … FOR UPDATE SKIP LOCKED``, so several
 schedulers never hand out the same row, puts a dispatch lease on them and
 queues their ids after commit. A delivery whose lease expired (its worker was
-killed, or Redis lost the queued task) is simply due again. First attempts go
-to the first-attempt queue; later attempts, and any work for an endpoint that
-is failing (failures in a row, or a circuit not closed), to the retry queue.
+killed, or Redis lost the queued task) is simply due again. First attempts to
+endpoints that have succeeded before go to the first-attempt queue; later
+attempts, and any work for an endpoint that is failing (failures in a row, or
+a circuit not closed) or has never succeeded, to the retry queue
+(``first_lane``).
 
 Retry delays are never held as Celery countdowns/ETAs: those would sit in
 worker memory and be redelivered past the broker's visibility timeout. The
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -41,6 +44,27 @@ class DispatchReport:
     dispatched: int
     first_attempts: int
     retries: int
+
+
+def first_lane(
+    *, attempt_count: int, consecutive_failures: int, circuit_state: str, last_success_at: Any
+) -> bool:
+    """Whether a delivery takes the first-attempt lane: only a first attempt to an endpoint
+    that has answered 2xx before and is not failing now.
+
+    Everything else takes the retry lane: retries, work for an endpoint that is
+    failing (failures in a row, or a circuit not closed), and work for an
+    endpoint that has never succeeded. The last matters most: a new endpoint
+    that hangs is not known to fail until its first timeout, and meanwhile
+    each of its fresh messages would hold a first-lane worker thread for that
+    long, ahead of every healthy endpoint's messages.
+    """
+    return (
+        attempt_count == 0
+        and consecutive_failures == 0
+        and circuit_state == "closed"
+        and last_success_at is not None
+    )
 
 
 def due_deliveries(now=None):  # type: ignore[no-untyped-def]
@@ -68,6 +92,7 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
                 "attempt_count",
                 "endpoint__consecutive_failures",
                 "endpoint__circuit_state",
+                "endpoint__last_success_at",
                 "next_attempt_at",
             )[:limit]
         )
@@ -77,16 +102,23 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
             lease_token=token,
             lease_expires_at=now + timedelta(seconds=settings.HOOKPOST_DISPATCH_LEASE_SECONDS),
         )
-        # Work for an endpoint that is already failing takes the retry lane even
-        # on its first attempt (or after a deferral), so fresh messages for
+        # Work for an endpoint that is failing or unproven takes the retry lane
+        # even on its first attempt (or after a deferral), so fresh messages for
         # healthy endpoints never queue behind it.
         first = [
-            pk for pk, count, failing, circuit, _ in rows if count == failing == 0 and circuit == "closed"
+            pk
+            for pk, count, failures, circuit, succeeded, _ in rows
+            if first_lane(
+                attempt_count=count,
+                consecutive_failures=failures,
+                circuit_state=circuit,
+                last_success_at=succeeded,
+            )
         ]
         chosen = set(first)
         retries = [row[0] for row in rows if row[0] not in chosen]
 
-        oldest_due = min(row[4] for row in rows)
+        oldest_due = min(row[5] for row in rows)
 
         def hand_over() -> None:
             if first:

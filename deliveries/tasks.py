@@ -120,17 +120,28 @@ def queued_count() -> int:
 
 def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     """Queue freshly accepted deliveries: first attempts, except that work for an
-    endpoint already failing takes the retry lane, as the scheduler does, so a
-    broken tenant's fan-out never queues ahead of healthy endpoints' messages."""
+    endpoint failing or never yet successful takes the retry lane, as the
+    scheduler does (``scheduler.first_lane``), so a broken tenant's fan-out
+    never queues ahead of healthy endpoints' messages."""
     endpoints: dict[int, int] = {}
     failing: set[int] = set()
     for start in range(0, len(delivery_ids), _LOOKUP_CHUNK):
         rows = Delivery.objects.filter(pk__in=delivery_ids[start : start + _LOOKUP_CHUNK]).values_list(
-            "pk", "endpoint_id", "endpoint__consecutive_failures", "endpoint__circuit_state"
+            "pk",
+            "endpoint_id",
+            "attempt_count",
+            "endpoint__consecutive_failures",
+            "endpoint__circuit_state",
+            "endpoint__last_success_at",
         )
-        for pk, endpoint_id, failures, circuit in rows:
+        for pk, endpoint_id, count, failures, circuit, succeeded in rows:
             endpoints[pk] = endpoint_id
-            if failures > 0 or circuit != "closed":
+            if not scheduler.first_lane(
+                attempt_count=count,
+                consecutive_failures=failures,
+                circuit_state=circuit,
+                last_success_at=succeeded,
+            ):
                 failing.add(pk)
     healthy = [pk for pk in delivery_ids if pk not in failing]
     if healthy:

@@ -36,7 +36,8 @@ def _smoke_database_url() -> str:
 def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--profile", "--out", str(out), "--workdir", str(tmp_path / "work"),
+        [sys.executable, "-m", "bench", "--smoke", "--profile", "--out", str(out),
+         "--workdir", str(tmp_path / "work"),
          "--database-url", _smoke_database_url(),
          "--redis-url", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,

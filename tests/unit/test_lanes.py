@@ -1,5 +1,5 @@
-"""Work for an endpoint that is failing takes the retry lane, even on its
-first attempt: from the scheduler and straight from ingest, so a broken
+"""Work for an endpoint that is failing, or has never succeeded, takes the
+retry lane, even on its first attempt: from the scheduler and straight from ingest, so a broken
 tenant's fan-out never queues ahead of healthy endpoints' fresh messages."""
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def _due(endpoint: Endpoint, attempts: int = 0) -> Delivery:
 @pytest.fixture
 def endpoints() -> dict[str, Endpoint]:
     return {
-        "healthy": EndpointFactory(),
-        "failing": EndpointFactory(consecutive_failures=3),
-        "open": EndpointFactory(circuit_state="open"),
+        "healthy": EndpointFactory(last_success_at=timezone.now()),
+        "failing": EndpointFactory(consecutive_failures=3, last_success_at=timezone.now()),
+        "open": EndpointFactory(circuit_state="open", last_success_at=timezone.now()),
+        "unproven": EndpointFactory(),  # never answered 2xx: may hang on its first attempt
     }
 
 
@@ -46,9 +47,11 @@ def test_the_scheduler_sends_first_attempts_of_failing_endpoints_to_the_retry_la
     with django_capture_on_commit_callbacks(execute=True):
         report = scheduler.dispatch_due(enqueue=lambda ids, token, first: handed[first].extend(ids), limit=10)
 
-    assert (report.first_attempts, report.retries) == (1, 3)
+    assert (report.first_attempts, report.retries) == (1, 4)
     assert handed[True] == [first["healthy"].pk]
-    assert sorted(handed[False]) == sorted([first["failing"].pk, first["open"].pk, retry.pk])
+    assert sorted(handed[False]) == sorted(
+        [first["failing"].pk, first["open"].pk, first["unproven"].pk, retry.pk]
+    )
 
 
 def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, monkeypatch):
@@ -64,5 +67,5 @@ def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, mo
 
     assert queued == [
         ([deliveries["healthy"].pk], True),
-        (sorted([deliveries["failing"].pk, deliveries["open"].pk]), False),
+        (sorted([deliveries["failing"].pk, deliveries["open"].pk, deliveries["unproven"].pk]), False),
     ]

@@ -52,7 +52,7 @@ class Recorder:
 def make_due() -> Callable[..., Delivery]:
     """``make_due(**fields)``: a delivery of one endpoint, due a second ago unless told otherwise."""
     tenant = TenantFactory()
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory(tenant=tenant, last_success_at=timezone.now())  # proven: first lane
 
     def make(**fields: Any) -> Delivery:
         fields.setdefault("next_attempt_at", timezone.now() - timedelta(seconds=1))
