@@ -82,9 +82,10 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
     out. The claimed ones come back oldest first, with endpoint, message and
     event type loaded, all under one new lease token.
 
-    Three statements whatever the batch size: claim, load, and shorten each
-    endpoint's leases to what its attempts may take (so a worker killed
-    mid-request is replaced after that, not after the maximum timeout).
+    Two statements whatever the batch size, claim and load, plus one per
+    endpoint whose timeout is not the default, to fit its leases to what its
+    attempts may take (so a worker killed mid-request is replaced after that,
+    not after the maximum timeout).
     """
     now = timezone.now()
     due = Delivery.objects.filter(
@@ -95,8 +96,10 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
     else:
         due = due.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
     claim_token = new_token()
-    longest = _lease_seconds(settings.HOOKPOST_MAX_TIMEOUT_SECONDS, batch=len(delivery_ids) > 1)
-    if not due.update(lease_token=claim_token, lease_expires_at=now + timedelta(seconds=longest)):
+    # Most endpoints keep the default timeout: claim with its lease, and
+    # correct it below only for those that don't (before anything is sent).
+    usual = _lease_seconds(_default_timeout(), batch=len(delivery_ids) > 1)
+    if not due.update(lease_token=claim_token, lease_expires_at=now + timedelta(seconds=usual)):
         return [], claim_token
     claimed = list(
         Delivery.objects.select_related("endpoint", "message", "event_type")
@@ -105,7 +108,7 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
     )
     for endpoint, group in _by_endpoint(claimed):
         seconds = _lease_seconds(_timeout_of(endpoint), batch=len(group) > 1)
-        if seconds < longest:
+        if seconds != usual:
             Delivery.objects.filter(pk__in=[d.pk for d in group], lease_token=claim_token).update(
                 lease_expires_at=now + timedelta(seconds=seconds)
             )
@@ -123,6 +126,10 @@ def _by_endpoint(deliveries: list[Delivery]) -> list[tuple[Endpoint, list[Delive
     for delivery in deliveries:
         groups.setdefault(delivery.endpoint_id, []).append(delivery)
     return [(group[0].endpoint, group) for group in groups.values()]
+
+
+def _default_timeout() -> int:
+    return min(settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS, settings.HOOKPOST_MAX_TIMEOUT_SECONDS)
 
 
 def _timeout_of(endpoint: Endpoint) -> int:
@@ -555,6 +562,13 @@ def _note_endpoint_outcome(endpoint: Endpoint, *, ok: bool, now: datetime) -> No
     """
     recent = now - timedelta(seconds=1)
     if ok:
+        if (
+            endpoint.last_success_at is not None
+            and endpoint.last_success_at >= recent
+            and not endpoint.consecutive_failures
+            and endpoint.failing_since is None
+        ):
+            return  # the row as loaded with the claim, moments ago, needs nothing: skip the round trip
         Endpoint.objects.filter(pk=endpoint.pk).filter(
             Q(last_success_at__isnull=True)
             | Q(last_success_at__lt=recent)
