@@ -210,20 +210,27 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
     statuses: dict[int, str] = {}
     sent: list[_Sent] = []
     results: list[TransportResult] = []
+    rest: list[Delivery] = []  # claimed but not to be sent now: handed back after recording
+    rest_wait: float | None = None  # None: released as they are; else deferred this long
     began = time.monotonic()
     secrets: list[str] | None = None
     try:
         for index, delivery in enumerate(deliveries):
-            rest = deliveries[index:]
             if index and (
                 ticket.probe or time.monotonic() - began > settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS
             ):
-                statuses.update(_release(rest, lease))
+                rest = deliveries[index:]
                 break
-            wait = admission.take_rate(endpoint=endpoint, delivery_uid=delivery.uid) if index else None
-            if wait is not None:
-                statuses.update(_defer_all(rest, lease, seconds=wait, reason=admission.RATE_LIMITED))
-                break
+            if index:
+                try:
+                    rest_wait = admission.take_rate(endpoint=endpoint, delivery_uid=delivery.uid)
+                except Exception:
+                    logger.exception("rate limit unavailable for %s; handing the rest back", endpoint.uid)
+                    rest = deliveries[index:]
+                    break
+                if rest_wait is not None:
+                    rest = deliveries[index:]
+                    break
             try:
                 if secrets is None:
                     secrets = endpoint_signing_secrets(endpoint=endpoint)
@@ -245,13 +252,35 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
                 continue
             sent.append(_Sent(delivery, started_at, request, result, decision))
             if not result.ok:
-                statuses.update(_release(deliveries[index + 1 :], lease))
+                rest = deliveries[index + 1 :]
                 break
     finally:
         _settle(ticket, results)
         ticket.release()
+    # What went out is recorded first: trouble handing back the rest must never cost
+    # the record of a request that was sent.
     statuses.update(_record_all(sent, lease))
+    statuses.update(_hand_back(rest, lease, rest_wait))
     return statuses
+
+
+def _hand_back(deliveries: list[Delivery], lease: str, wait: float | None) -> dict[int, str]:
+    """Release (``wait`` None) or defer the deliveries a batch did not send.
+
+    A failure here is logged only: the deliveries keep our lease until it
+    expires, and then the scheduler hands them out again, no attempt spent.
+    """
+    if not deliveries:
+        return {}
+    try:
+        if wait is None:
+            return _release(deliveries, lease)
+        return _defer_all(deliveries, lease, seconds=wait, reason=admission.RATE_LIMITED)
+    except Exception:
+        logger.exception(
+            "could not hand back %d deliveries; they wait for their lease to expire", len(deliveries)
+        )
+        return {d.pk: "lease_kept" for d in deliveries}
 
 
 def _decide(delivery: Delivery, endpoint: Endpoint, result: TransportResult) -> retry.Decision:
@@ -568,7 +597,10 @@ def _note_endpoint_outcome(endpoint: Endpoint, *, ok: bool, now: datetime) -> No
             and not endpoint.consecutive_failures
             and endpoint.failing_since is None
         ):
-            return  # the row as loaded with the claim, moments ago, needs nothing: skip the round trip
+            # The row as loaded with the claim, moments ago, needs nothing: skip the
+            # round trip. A failure another worker counted since then stays until
+            # the next success loads it (the next claim reads it fresh).
+            return
         Endpoint.objects.filter(pk=endpoint.pk).filter(
             Q(last_success_at__isnull=True)
             | Q(last_success_at__lt=recent)

@@ -145,6 +145,10 @@ def _publish(
     return [
         Published(message=slot, created=True, delivery_count=counts.get(slot.pk, 0))
         if isinstance(slot, Message)
+        # A repeat of a message created earlier in this request: its deliveries were
+        # written after the repeat was found, so count them now.
+        else Published(message=slot.message, created=False, delivery_count=counts[slot.message.pk])
+        if slot.message.pk in counts
         else slot
         for slot in slots
     ]

@@ -39,18 +39,24 @@ def deliver(delivery_id: int, token: str | None = None) -> None:
 def dispatch_due() -> None:
     """Scheduler tick: top the delivery queues up from PostgreSQL.
 
-    The target depth counts queued tasks; each carries at most a batch of
-    deliveries, so the tick hands out at most the free tasks times the batch
-    size (fewer tasks if they end up smaller, never more deliveries).
+    The target depth counts queued tasks, each a batch of up to
+    ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries. The tick hands out rounds of
+    due deliveries until the queues hold the target again, and never more
+    than a full queue's worth of deliveries in one tick (a broker that cannot
+    report its depth counts as empty).
     """
-    room = (settings.HOOKPOST_QUEUE_TARGET_DEPTH - queued_count()) * settings.HOOKPOST_DELIVERY_BATCH_SIZE
     batch = settings.HOOKPOST_SCHEDULER_BATCH
+    budget = settings.HOOKPOST_QUEUE_TARGET_DEPTH * settings.HOOKPOST_DELIVERY_BATCH_SIZE
     total = 0
-    while room > 0:
-        want = min(batch, room)
+    while total < budget:
+        free = settings.HOOKPOST_QUEUE_TARGET_DEPTH - queued_count()
+        if free <= 0:
+            break
+        # Each free task may carry a batch; the queue is measured again after every
+        # round, so work spread over many endpoints (small batches) stops at the target.
+        want = min(batch, free * settings.HOOKPOST_DELIVERY_BATCH_SIZE, budget - total)
         report = scheduler.dispatch_due(enqueue=enqueue, limit=want)
         total += report.dispatched
-        room -= report.dispatched
         if report.dispatched < want:
             break
     if total:

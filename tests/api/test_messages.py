@@ -532,6 +532,7 @@ def test_a_single_message_repeated_in_a_batch_is_published_once(api, tenant, eve
 
     assert response.status_code == 202, response.json()
     assert [m["id"] for m in response.json()["data"]] == ["dup", "dup"]
+    assert [m["deliveries"] for m in response.json()["data"]] == [1, 1]
     assert Message.objects.count() == 1 and Delivery.objects.count() == 1
 
 

@@ -190,3 +190,23 @@ def test_a_stale_token_claims_nothing_of_the_batch(monkeypatch, endpoint):
 
     assert engine.delivery_run_batch(delivery_ids=[d.pk for d in deliveries], token="stale") == {}
     assert transport.sent == []
+
+
+def test_trouble_handing_back_the_rest_never_costs_the_record_of_what_was_sent(monkeypatch, endpoint):
+    # given a batch whose second attempt fails, and a database hiccup when the rest is handed back
+    _script(monkeypatch, 200, 503)
+    deliveries, token = _batch(endpoint, 4)
+
+    def hiccup(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("connection lost")
+
+    monkeypatch.setattr(engine, "_release", hiccup)
+
+    statuses = _run(deliveries, token)
+
+    # then both requests that went out are recorded, and the other two keep their lease
+    # until it expires (then the scheduler hands them out again, no attempt spent)
+    assert [statuses[d.pk] for d in deliveries] == ["succeeded", "failed", "lease_kept", "lease_kept"]
+    assert _rows(deliveries)[:2] == [("succeeded", 1, None), ("failed", 1, None)]
+    assert [row[:2] for row in _rows(deliveries)[2:]] == [("pending", 0), ("pending", 0)]
+    assert Attempt.objects.filter(delivery__in=deliveries).count() == 2
