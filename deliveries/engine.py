@@ -328,6 +328,14 @@ def _leased(deliveries: list[Delivery], lease: str):  # type: ignore[no-untyped-
     return Delivery.objects.filter(pk__in=[d.pk for d in deliveries], lease_token=lease)
 
 
+def _move_leased(deliveries: list[Delivery], lease: str, **changes: Any) -> set[int]:
+    """Apply ``changes`` (and ``updated_at``) to those of ``deliveries`` we still hold; their ids."""
+    with transaction.atomic():
+        moved = set(_leased(deliveries, lease).select_for_update().values_list("pk", flat=True))
+        _leased(deliveries, lease).update(**changes, updated_at=timezone.now())
+    return moved
+
+
 def _defer_all(deliveries: list[Delivery], lease: str, *, seconds: float, reason: str) -> dict[int, str]:
     """Put the deliveries back for ``seconds`` without an attempt; "deferred" each, or "lease_lost".
 
@@ -336,14 +344,13 @@ def _defer_all(deliveries: list[Delivery], lease: str, *, seconds: float, reason
     and no worker waits for them meanwhile.
     """
     now = timezone.now()
-    with transaction.atomic():
-        moved = set(_leased(deliveries, lease).select_for_update().values_list("pk", flat=True))
-        _leased(deliveries, lease).update(
-            next_attempt_at=now + timedelta(seconds=seconds),
-            lease_token=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
+    moved = _move_leased(
+        deliveries,
+        lease,
+        next_attempt_at=now + timedelta(seconds=seconds),
+        lease_token=None,
+        lease_expires_at=None,
+    )
     for delivery in deliveries:
         if delivery.pk not in moved:
             continue
@@ -546,16 +553,15 @@ def _announce(item: _Sent, status: str) -> None:
 
 def _finish_all(deliveries: list[Delivery], lease: str, *, status: str, error: str) -> dict[int, str]:
     """End the deliveries without an attempt (``status``: skipped), where we still hold the lease."""
-    with transaction.atomic():
-        moved = set(_leased(deliveries, lease).select_for_update().values_list("pk", flat=True))
-        _leased(deliveries, lease).update(
-            status=status,
-            last_error=error,
-            next_attempt_at=None,
-            lease_token=None,
-            lease_expires_at=None,
-            updated_at=timezone.now(),
-        )
+    moved = _move_leased(
+        deliveries,
+        lease,
+        status=status,
+        last_error=error,
+        next_attempt_at=None,
+        lease_token=None,
+        lease_expires_at=None,
+    )
     return {d.pk: (status if d.pk in moved else "lease_lost") for d in deliveries}
 
 
