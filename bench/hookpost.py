@@ -180,6 +180,38 @@ def _latencies_ms(accepted: list[tuple[str, float]], paths: list[str], got: list
     return [(first[(uid, p)] - at[uid]) * 1000 for uid, _ in accepted for p in paths if (uid, p) in first]
 
 
+@dataclass
+class Observed:
+    """One delivery run as the ledger saw it."""
+
+    accepted: list[tuple[str, float]]
+    got: list[Arrival]
+    result: ledger.LedgerResult
+    deliveries_per_s: float  # received / (last wanted arrival - start of publishing)
+
+
+def _observe(
+    nginx: Nginx,
+    tenant: Tenant,
+    ledgers: ledger.Ledgers,
+    name: str,
+    run_id: list[int],
+    wait: float,
+    publish_with: Callable[[str], list[tuple[str, float]]],
+) -> Observed:
+    """Publish (``publish_with(tag)``), wait for every pair in nginx's log, check the ledger."""
+    run_id[0] += 1
+    since = nginx.mark()
+    start = time.time()
+    accepted = publish_with(f"{name}-{run_id[0]}")
+    expected = _expected(accepted, tenant.paths)
+    got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
+    result = ledgers.add(ledger.check(name, expected, got))
+    wanted = set(expected)
+    last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
+    return Observed(accepted, got, result, result.received / max(last - start, 1e-6))
+
+
 def throughput_run(
     nginx: Nginx,
     tenant: Tenant,
@@ -193,19 +225,13 @@ def throughput_run(
     messages = max(1, deliveries // len(tenant.paths))
 
     def run() -> dict[str, float]:
-        run_id[0] += 1
-        since = nginx.mark()
-        start = time.time()
-        accepted = publish(tenant, messages, tag=f"{name}-{run_id[0]}")
-        expected = _expected(accepted, tenant.paths)
-        got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
-        result = ledgers.add(ledger.check(name, expected, got))
-        wanted = set(expected)
-        last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
+        seen = _observe(
+            nginx, tenant, ledgers, name, run_id, wait, lambda tag: publish(tenant, messages, tag=tag)
+        )
         return {
-            "deliveries_per_s": result.received / max(last - start, 1e-6),
-            "lost": result.lost,
-            "duplicates": result.duplicates,
+            "deliveries_per_s": seen.deliveries_per_s,
+            "lost": seen.result.lost,
+            "duplicates": seen.result.duplicates,
         }
 
     return run
@@ -224,20 +250,20 @@ def single_run(
     the traffic most services send (each message its own transaction and hand-off)."""
 
     def run() -> dict[str, float]:
-        run_id[0] += 1
-        since = nginx.mark()
-        start = time.time()
-        accepted = publish_paced(tenant, 1e9, seconds, tag=f"{name}-{run_id[0]}")
-        expected = _expected(accepted, tenant.paths)
-        got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
-        result = ledgers.add(ledger.check(name, expected, got))
-        wanted = set(expected)
-        last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
+        seen = _observe(
+            nginx,
+            tenant,
+            ledgers,
+            name,
+            run_id,
+            wait,
+            lambda tag: publish_paced(tenant, 1e9, seconds, tag=tag),
+        )
         return {
-            "deliveries_per_s": result.received / max(last - start, 1e-6),
-            "published_per_s": len(accepted) / seconds,
-            "lost": result.lost,
-            "duplicates": result.duplicates,
+            "deliveries_per_s": seen.deliveries_per_s,
+            "published_per_s": len(seen.accepted) / seconds,
+            "lost": seen.result.lost,
+            "duplicates": seen.result.duplicates,
         }
 
     return run
@@ -256,23 +282,23 @@ def latency_run(
     """Paced publishing at ``rate`` messages/s; p50/p99 of accept -> arrival."""
 
     def run() -> dict[str, float]:
-        run_id[0] += 1
-        since = nginx.mark()
-        start = time.time()
-        accepted = publish_paced(tenant, rate, seconds, tag=f"{name}-{run_id[0]}")
-        expected = _expected(accepted, tenant.paths)
-        got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
-        result = ledgers.add(ledger.check(name, expected, got))
-        latencies = _latencies_ms(accepted, tenant.paths, got)
-        wanted = set(expected)
-        last = max((a.at for a in got if (a.webhook_id, a.path) in wanted), default=time.time())
+        seen = _observe(
+            nginx,
+            tenant,
+            ledgers,
+            name,
+            run_id,
+            wait,
+            lambda tag: publish_paced(tenant, rate, seconds, tag=tag),
+        )
+        latencies = _latencies_ms(seen.accepted, tenant.paths, seen.got)
         return {
             "p50_ms": percentile(latencies, 50),
             "p99_ms": percentile(latencies, 99),
             "max_ms": max(latencies, default=float("nan")),
-            "offered_per_s": len(expected) / seconds,
-            "deliveries_per_s": result.received / max(last - start, 1e-6),
-            "lost": result.lost,
+            "offered_per_s": len(seen.accepted) * len(tenant.paths) / seconds,
+            "deliveries_per_s": seen.deliveries_per_s,
+            "lost": seen.result.lost,
         }
 
     return run
