@@ -82,8 +82,9 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
     out. The claimed ones come back oldest first, with endpoint, message and
     event type loaded, all under one new lease token.
 
-    Two statements whatever the batch size, claim and load, plus one per
-    endpoint whose timeout is not the default, to fit its leases to what its
+    Two statements for one delivery, four for a batch whatever its size (claim,
+    load, and the batch's endpoints and event types), plus one per endpoint
+    whose timeout is not the default, to fit its leases to what its
     attempts may take (so a worker killed mid-request is replaced after that,
     not after the maximum timeout).
     """
@@ -101,11 +102,14 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
     usual = _lease_seconds(_default_timeout(), batch=len(delivery_ids) > 1)
     if not due.update(lease_token=claim_token, lease_expires_at=now + timedelta(seconds=usual)):
         return [], claim_token
-    claimed = list(
-        Delivery.objects.select_related("endpoint", "message", "event_type")
-        .filter(pk__in=list(delivery_ids), lease_token=claim_token)
-        .order_by("pk")
-    )
+    loaded = Delivery.objects.select_related("message")
+    if len(delivery_ids) > 1:
+        # A batch shares its endpoint and event type: load each once and share
+        # the instance, rather than build one copy of each per row.
+        loaded = loaded.prefetch_related("endpoint", "event_type")
+    else:
+        loaded = loaded.select_related("endpoint", "event_type")
+    claimed = list(loaded.filter(pk__in=list(delivery_ids), lease_token=claim_token).order_by("pk"))
     for endpoint, group in _by_endpoint(claimed):
         seconds = _lease_seconds(_timeout_of(endpoint), batch=len(group) > 1)
         if seconds != usual:

@@ -88,6 +88,20 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(monkeypatch):
     assert statements(2) == statements(20)
 
 
+def test_a_batch_loads_its_endpoint_and_event_type_once(endpoint):
+    deliveries, token = _batch(endpoint, 4)
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(event_type=deliveries[0].event_type)
+
+    claimed, _ = engine.deliveries_claim(delivery_ids=[d.pk for d in deliveries], token=token)
+
+    assert [d.pk for d in claimed] == sorted(d.pk for d in deliveries)
+    # one shared instance each, not a copy per row: what a batch changes on its
+    # endpoint is seen by all its deliveries
+    assert len({id(d.endpoint) for d in claimed}) == 1
+    assert len({id(d.event_type) for d in claimed}) == 1
+    assert claimed[0].endpoint.pk == endpoint.pk
+
+
 def test_a_batch_stops_at_the_first_failure_and_hands_the_rest_back(monkeypatch, endpoint):
     transport = _script(monkeypatch, 200, 503, 200)
     deliveries, token = _batch(endpoint, 4)
