@@ -259,7 +259,7 @@ def _run_all(
             one = hookpost.make_tenant("bench-e2e", [nginx.url("/ok/e2e")])
             wait = 120.0
             raw_profile = env.workdir / "profile-worker.txt"
-            with bench_profile.Profiler(stack.process.pid, raw_profile) if profile else nullcontext():
+            with bench_profile.Profiler(stack.first[-1].pid, raw_profile) if profile else nullcontext():
                 results["e2e"] = median_of(
                     hookpost.throughput_run(nginx, one, sizes.e2e, ledgers, "e2e 1:1", run_id, wait),
                     label="e2e 1:1",

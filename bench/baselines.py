@@ -4,9 +4,10 @@
   deliveries/transport.py), keep-alive, no database, no queue: the most a
   single Python sender can push at this receiver on this machine;
 - naive: one plain Celery task per delivery doing ``requests.post`` with
-  ``self.retry`` (bench/naive_app.py), the same worker pool and concurrency;
+  ``self.retry`` (bench/naive_app.py), the same worker processes, pool and concurrency;
 - django-webhook: PyPI ``django-webhook`` in its own virtual environment
-  (bench/djw_project), one model save per event, its Celery task delivering.
+  (bench/djw_project), one model save per event, its Celery task delivering
+  (the same worker processes, pool and concurrency).
 
 Every run's rate is deliveries / (last arrival at nginx - start of sending),
 and every run is checked by the ledger.
@@ -24,7 +25,7 @@ from pathlib import Path
 import urllib3
 
 from bench import ledger
-from bench.env import ROOT, VAR, WORKER_CONCURRENCY, BenchEnv, Process, flush_redis
+from bench.env import ROOT, VAR, WORKER_PROCESSES, BenchEnv, Process, flush_redis, worker_command
 from bench.receivers import Nginx, wait_for_arrivals
 
 DJW_VENV = VAR / "djw-venv"
@@ -71,37 +72,23 @@ def floor_run(
 
 
 class NaiveWorker:
-    """The naive baseline's Celery worker (threads pool, Hookpost's concurrency)."""
+    """The naive baseline's Celery workers (Hookpost's first-lane processes, pool and concurrency)."""
 
     def __init__(self, env: BenchEnv) -> None:
         self.env = env
-        self.process = Process(
-            "naive-worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bench.naive_app",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(WORKER_CONCURRENCY),
-                "-Q",
-                "bench.naive",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            {"BENCH_REDIS_URL": env.redis_url},
-            env.workdir / "naive-worker.log",
-        )
+        self.processes = [
+            Process(
+                f"naive-worker-{i}",
+                worker_command(sys.executable, "bench.naive_app", "bench.naive", f"naive-{i}"),
+                {"BENCH_REDIS_URL": env.redis_url},
+                env.workdir / f"naive-worker-{i}.log",
+            )
+            for i in range(WORKER_PROCESSES)
+        ]
 
     def stop(self) -> None:
-        self.process.stop()
+        for process in self.processes:
+            process.stop()
 
 
 def naive_run(
@@ -170,30 +157,15 @@ class DjwBaseline:
             "DJANGO_SETTINGS_MODULE": "bench.djw_project.settings",
         }
         self._drive("setup", nginx.url("/djw/hook"))
-        self.process = Process(
-            "djw-worker",
-            [
-                self.python,
-                "-m",
-                "celery",
-                "-A",
-                "bench.djw_project.celery_app",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(WORKER_CONCURRENCY),
-                "-Q",
-                "bench.djw",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            self.child_env,
-            env.workdir / "djw-worker.log",
-        )
+        self.processes = [
+            Process(
+                f"djw-worker-{i}",
+                worker_command(self.python, "bench.djw_project.celery_app", "bench.djw", f"djw-{i}"),
+                self.child_env,
+                env.workdir / f"djw-worker-{i}.log",
+            )
+            for i in range(WORKER_PROCESSES)
+        ]
 
     def _drive(self, *args: str) -> dict[str, float]:
         import os
@@ -229,7 +201,8 @@ class DjwBaseline:
         return run
 
     def stop(self) -> None:
-        self.process.stop()
+        for process in self.processes:
+            process.stop()
 
 
 def reset_broker(env: BenchEnv) -> None:

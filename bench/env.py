@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "bench"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/hookpost_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-# The worker configuration the docs recommend (docs/operations.md, "Sizing").
+# The worker configuration the docs recommend (docs/operations.md, "Sizing"):
+# threads per worker process, and processes for the first lane (one per core of
+# this 2-core machine; one Python process cannot use a second core). The
+# baselines' workers get the same processes and threads.
 WORKER_CONCURRENCY = 16
+WORKER_PROCESSES = 2
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,17 @@ class BenchEnv:
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
         }
+
+
+def worker_command(python: str, app: str, queues: str, name: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """``celery worker`` as every benchmark worker runs: threads pool, ``WORKER_CONCURRENCY``,
+    quiet, no gossip, mingle or heartbeat (nothing the measured work needs)."""
+    return [
+        python, "-m", "celery", "-A", app, "worker", *extra,
+        "--pool", "threads", "--concurrency", str(WORKER_CONCURRENCY), "-Q", queues,
+        "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--hostname", f"bench-{name}@%h",
+    ]  # fmt: skip
 
 
 def make_env(database_url: str | None, redis_url: str | None, workdir: Path | None) -> BenchEnv:

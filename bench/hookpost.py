@@ -1,8 +1,10 @@
 """Hookpost's measurements: ingest, end-to-end throughput (1:1 and fan-out), latency, isolation.
 
 Processes are the production ones (docs/operations.md): gunicorn with
-config/gunicorn.py for the API, ``celery -A config worker -B --pool threads
---concurrency 16`` for delivery and scheduling, DEBUG off.
+config/gunicorn.py for the API; for delivery, ``WORKER_PROCESSES`` workers
+``celery -A config worker --pool threads --concurrency 16 -Q deliveries.first``
+(the first with the embedded scheduler, ``-B``) and one for the retry lane;
+DEBUG off.
 
 Publishing for the delivery scenarios goes through ``deliveries.services`` in
 this process (the same transaction and after-commit hand-off the API runs),
@@ -22,7 +24,7 @@ from typing import Any
 import urllib3
 
 from bench import ledger
-from bench.env import WORKER_CONCURRENCY, BenchEnv, Process, flush_redis, free_port, wait_port
+from bench.env import WORKER_PROCESSES, BenchEnv, Process, flush_redis, free_port, wait_port, worker_command
 from bench.receivers import Arrival, Hanging, Nginx, refused_url, wait_for_arrivals
 from bench.stats import percentile
 
@@ -61,31 +63,34 @@ def clear_history() -> None:
 
 class Stack:
     """The Hookpost workers, started on a clean broker, as docs/operations.md deploys them:
-    one for first attempts (with the embedded scheduler) and one for the retry lane,
-    so failing endpoints' work never waits in line with healthy endpoints' first attempts."""
+    ``WORKER_PROCESSES`` for first attempts (the first with the embedded scheduler) and
+    one for the retry lane, so failing endpoints' work never waits in line with healthy
+    endpoints' first attempts."""
 
     def __init__(self, env: BenchEnv, name: str) -> None:
         flush_redis(env)
-        self.process = _worker(env, f"{name}-first", "deliveries.first", beat=True)
+        self.first = [
+            _worker(env, f"{name}-first{i}", "deliveries.first", beat=i == 0) for i in range(WORKER_PROCESSES)
+        ]
         self.retry = _worker(env, f"{name}-retry", "deliveries.retry,maintenance", beat=False)
         self.rss_start_kb = 0
 
+    @property
+    def processes(self) -> list[Process]:
+        return [*self.first, self.retry]
+
     def rss_kb(self) -> int:
-        """Resident memory of both workers (with their threads' allocations)."""
-        return self.process.rss_kb() + self.retry.rss_kb()
+        """Resident memory of all the workers (with their threads' allocations)."""
+        return sum(p.rss_kb() for p in self.processes)
 
     def stop(self) -> None:
-        self.process.stop()
-        self.retry.stop()
+        for process in self.processes:
+            process.stop()
 
 
 def _worker(env: BenchEnv, name: str, queues: str, *, beat: bool) -> Process:
-    command = [sys.executable, "-m", "celery", "-A", "config", "worker"]
-    if beat:
-        command += ["-B", "--schedule", str(env.workdir / f"beat-{name}")]
-    command += ["--pool", "threads", "--concurrency", str(WORKER_CONCURRENCY), "-Q", queues]
-    command += ["--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    command += ["--hostname", f"bench-{name}@%h"]
+    extra = ("-B", "--schedule", str(env.workdir / f"beat-{name}")) if beat else ()
+    command = worker_command(sys.executable, "config", queues, name, extra)
     return Process(f"hookpost-worker-{name}", command, env.hookpost_env(), env.workdir / f"worker-{name}.log")
 
 

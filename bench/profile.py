@@ -1,4 +1,4 @@
-"""``--profile``: sample the Hookpost worker with py-spy while the 1:1 runs go.
+"""``--profile``: sample a Hookpost first-lane worker with py-spy while the 1:1 runs go.
 
 py-spy attaches from outside (no code change in the worker, a few percent of
 overhead) and writes collapsed stacks; ``summary`` turns them into the share
@@ -38,7 +38,10 @@ class Profiler:
         self.raw = raw
         self.cmd = [py_spy(), "record", "--format", "raw", "--rate", str(rate), "--output", str(raw)]
         # --nonblocking: sample without pausing the worker, so the figures measured meanwhile hold.
-        self.cmd += ["--pid", str(pid), "--subprocesses", "--nonblocking"]
+        # --gil: only the thread holding the GIL, i.e. where the process spends its CPU. Without
+        # it, the 16 pool threads queueing for the GIL after every socket call show up in that
+        # call, and the network looks like half the cost when it is a quarter.
+        self.cmd += ["--pid", str(pid), "--subprocesses", "--nonblocking", "--gil"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import WORKER_CONCURRENCY, BenchEnv
+from bench.env import WORKER_CONCURRENCY, WORKER_PROCESSES, BenchEnv
 
 # (ratio key, description, comparison, target)
 TARGETS: list[tuple[str, str, str, float]] = [
@@ -108,9 +108,13 @@ def settings_info(env: BenchEnv) -> dict[str, Any]:
     return {
         "database": env.database_name,
         "redis": env.redis_url,
-        "worker": f"celery -A config worker -B --pool threads --concurrency {WORKER_CONCURRENCY}",
+        "workers": f"first lane: {WORKER_PROCESSES} x celery -A config worker --pool threads "
+        f"--concurrency {WORKER_CONCURRENCY} -Q deliveries.first (the first with -B); "
+        "retry lane: 1 x the same with -Q deliveries.retry,maintenance",
         "web": "gunicorn -c config/gunicorn.py (WEB_CONCURRENCY=2, GUNICORN_THREADS=4)",
-        "naive/django-webhook workers": f"--pool threads --concurrency {WORKER_CONCURRENCY}",
+        "naive/django-webhook workers": (
+            f"{WORKER_PROCESSES} x --pool threads --concurrency {WORKER_CONCURRENCY}"
+        ),
         "receiver": "nginx, 1 worker process, return 204, access log per request",
         "DEBUG": settings.DEBUG,
         "HOOKPOST_SCHEDULER_INTERVAL_SECONDS": settings.HOOKPOST_SCHEDULER_INTERVAL_SECONDS,
@@ -275,8 +279,9 @@ def markdown(
         lines += [
             "## Profile of the worker during the 1:1 runs (py-spy, `--profile`)",
             "",
-            "Share of the worker's busy samples (a pool thread waiting for a task is not busy) with the",
-            "function on the stack; a function's share includes what it calls.",
+            "One first-lane worker process, sampled only in the thread that holds the GIL (where the",
+            "process spends its CPU; `py-spy --gil`). Share of those samples with the function on the",
+            "stack; a function's share includes what it calls.",
             "",
             "| Share | Function |",
             "| ---: | --- |",
@@ -296,7 +301,8 @@ def markdown(
         f"{results['sizes']['repeats']} run(s) after {results['sizes']['warmup']} warm-up run(s).",
         "- Floor: one thread, urllib3 (the library of deliveries/transport.py), keep-alive, no database,",
         "  no queue. Naive and django-webhook run the same worker pool (threads x "
-        f"{WORKER_CONCURRENCY}) as Hookpost on the same Redis.",
+        f"{WORKER_CONCURRENCY}) in as many processes ({WORKER_PROCESSES}) as Hookpost's first lane,",
+        "  on the same Redis.",
         "- Hookpost's delivery scenarios publish through `deliveries.services` in the benchmark process",
         "  (the API's own transaction and after-commit hand-off) in batches of 100; the API is timed",
         "  separately by the ingest rows (gunicorn, production config, worker stopped).",
