@@ -256,7 +256,7 @@ class Transport:
     def _vet(self, url: str) -> tuple[IPAddress, Target]:
         allowed = _allowed_networks(tuple(settings.HOOKPOST_ALLOWED_TARGET_NETWORKS))
         try:
-            target = check_url(url, allowed)
+            target = _checked_url(url, allowed)
         except TargetRejected as exc:
             raise _Refused("TargetRejected", f"refused target: {exc}") from exc
         if target.ip is not None:
@@ -328,6 +328,13 @@ class Transport:
 def _allowed_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     """The allowlist, parsed once per distinct setting rather than on every send."""
     return parse_networks(cidrs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_url(url: str, allowed: tuple[IPNetwork, ...]) -> Target:
+    """``check_url``, once per distinct URL and allowlist: it depends on nothing else (it
+    resolves nothing; the answers of DNS are vetted on every send). A refusal is not cached."""
+    return check_url(url, allowed)
 
 
 class _Deadline(Exception):
