@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from config import metrics
 from deliveries import admission, breaker, operational, retry, signals
+from deliveries.copy_insert import copy_insert
 from deliveries.models import Attempt, Delivery
 from deliveries.transport import Transport, TransportResult
 from webhooks import signing
@@ -410,11 +411,12 @@ def _record_all(sent: list[_Sent], lease: str) -> dict[int, str]:
     """Record the attempts that went out and move their deliveries; the status of each.
 
     The hot path, a batch that all succeeded, is one transaction: one UPDATE
-    per status code (normally one), one INSERT of all attempts and one
-    endpoint update. Anything else (a failure, a lost lease, a row that breaks
-    a constraint) is recorded attempt by attempt (``_record``), so one bad
-    delivery neither hides nor poisons the others; an error in our own code
-    there is counted against that delivery alone.
+    per status code (normally one), one COPY of all attempts
+    (``deliveries.copy_insert``) and one endpoint update. Anything else (a
+    failure, a lost lease, a row that breaks a constraint) is recorded
+    attempt by attempt (``_record``), so one bad delivery neither hides nor
+    poisons the others; an error in our own code there is counted against
+    that delivery alone.
     """
     if len(sent) > 1 and all(item.decision.verdict is retry.Verdict.SUCCEEDED for item in sent):
         try:
@@ -449,7 +451,7 @@ def _record_successes(sent: list[_Sent], lease: str) -> dict[int, str]:
             changes = _changes(sent[0], now, code=code)
             if Delivery.objects.filter(pk__in=pks, lease_token=lease).update(**changes) != len(pks):
                 raise _LeaseLost  # rolls the batch back; _record_all goes one by one
-        Attempt.objects.bulk_create([_attempt_row(item) for item in sent])
+        copy_insert([_attempt_row(item) for item in sent])
         _note_endpoint_outcome(sent[0].delivery.endpoint, ok=True, now=now)
     return {item.delivery.pk: str(Delivery.Status.SUCCEEDED) for item in sent}
 
