@@ -133,6 +133,37 @@ def _median(results: dict[str, Any], *path: str) -> float:
     return float(node)
 
 
+_RUN_FIGURES = ("deliveries_per_s", "messages_per_s", "p50_ms", "p99_ms")
+
+
+def _every_run(results: dict[str, Any]) -> list[str]:
+    """Each measured run's figures beside the median: on a shared machine the spread is part
+    of the result, and a ratio of two medians is only as firm as the runs behind them."""
+    measured: list[tuple[str, dict[str, Any]]] = []
+    for name, node in results.items():
+        if isinstance(node, dict) and node.get("runs"):
+            measured.append((name, node))
+        elif isinstance(node, dict):  # a scenario of several measurements (isolation)
+            measured += [(f"{name} {k}", v) for k, v in node.items() if isinstance(v, dict) and v.get("runs")]
+    rows = []
+    for name, node in measured:
+        for key in _RUN_FIGURES:
+            values = [run[key] for run in node["runs"] if key in run]
+            if values:
+                rows.append(f"| {name} | {key} | {', '.join(_fmt(v) for v in values)} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Every run (after warm-up), in order:",
+        "",
+        "| Run | Figure | Values |",
+        "| --- | --- | --- |",
+        *rows,
+        "",
+    ]
+
+
 def figures(results: dict[str, Any]) -> dict[str, float]:
     """The headline absolute figures (medians)."""
     return {
@@ -265,6 +296,7 @@ def markdown(
         f"the last third ({_fmt(fig['backlog_delivered'], 0)} delivered meanwhile) "
         f"| {_fmt(fig['backlog_rss_start_mb'])} / {_fmt(fig['backlog_rss_peak_mb'])} MB |",
         "",
+        *_every_run(results),
         f"![throughput and latency]({plot_name})",
         "",
     ]

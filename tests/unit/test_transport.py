@@ -171,3 +171,21 @@ def test_refused_connection_is_a_result_not_an_exception():
 
     assert result.status is None
     assert result.error_class == "ConnectionError"
+
+
+def test_a_checked_url_follows_the_allowlist_it_was_checked_against(settings, server):
+    def keep_alive(conn: socket.socket) -> None:
+        for _ in range(2):
+            _read_request(conn)
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    url = server(keep_alive).url()
+    transport = Transport()
+
+    assert _send(transport, url).status == 204
+    settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = []  # the URL is checked once per allowlist, not once
+    refused = _send(transport, url)
+    settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
+
+    assert (refused.status, refused.error_class) == (None, "TargetRejected")
+    assert _send(transport, url).status == 204
