@@ -451,7 +451,7 @@ def _record_successes(sent: list[_Sent], lease: str) -> dict[int, str]:
             changes = _changes(sent[0], now, code=code)
             if Delivery.objects.filter(pk__in=pks, lease_token=lease).update(**changes) != len(pks):
                 raise _LeaseLost  # rolls the batch back; _record_all goes one by one
-        copy_insert([_attempt_row(item) for item in sent])
+        copy_insert(Attempt, [_attempt_row(item) for item in sent])
         _note_endpoint_outcome(sent[0].delivery.endpoint, ok=True, now=now)
     return {item.delivery.pk: str(Delivery.Status.SUCCEEDED) for item in sent}
 
@@ -490,21 +490,22 @@ def _changes(item: _Sent, now: datetime, *, code: int | None) -> dict[str, Any]:
     return changes
 
 
-def _attempt_row(item: _Sent) -> Attempt:
+def _attempt_row(item: _Sent) -> dict[str, Any]:
+    """The Attempt row of one sent request, by field attname (``copy_insert``'s rows)."""
     result, delivery = item.result, item.delivery
-    return Attempt(
-        delivery=delivery,
-        number=delivery.attempt_count + 1,
-        trigger=delivery.next_trigger,
-        started_at=item.started_at,
-        duration_ms=result.duration_ms,
-        request_headers=redact_headers(item.request.headers),
-        response_status=result.status,
-        response_headers=dict(list(result.headers.items())[:50]),
-        response_body=_excerpt(result.body),
-        error_class=result.error_class or ("" if result.ok else "HTTPStatus"),
-        error_message=result.error_message or ("" if result.ok else f"HTTP {result.status}"),
-    )
+    return {
+        "delivery_id": delivery.pk,
+        "number": delivery.attempt_count + 1,
+        "trigger": delivery.next_trigger,
+        "started_at": item.started_at,
+        "duration_ms": result.duration_ms,
+        "request_headers": redact_headers(item.request.headers),
+        "response_status": result.status,
+        "response_headers": dict(list(result.headers.items())[:50]),
+        "response_body": _excerpt(result.body),
+        "error_class": result.error_class or ("" if result.ok else "HTTPStatus"),
+        "error_message": result.error_message or ("" if result.ok else f"HTTP {result.status}"),
+    }
 
 
 def _record(item: _Sent, lease: str) -> str:
@@ -519,7 +520,7 @@ def _record(item: _Sent, lease: str) -> str:
             # records its own attempt. Ours is not written, to keep one story.
             logger.warning("lease lost for %s; attempt not recorded", delivery.uid)
             return "lease_lost"
-        _attempt_row(item).save(force_insert=True)
+        Attempt(**_attempt_row(item)).save(force_insert=True)
         _note_endpoint_outcome(delivery.endpoint, ok=result.ok, now=now)
         if decision.verdict is retry.Verdict.GONE:
             operational.endpoint_disable_with_notice(
