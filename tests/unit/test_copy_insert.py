@@ -18,6 +18,7 @@ from tests.factories import DeliveryFactory
 
 pytestmark = pytest.mark.django_db
 
+
 def _attempts(delivery, count: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     return [
         {
