@@ -103,7 +103,7 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
     usual = _lease_seconds(_default_timeout(), batch=len(delivery_ids) > 1)
     if not due.update(lease_token=claim_token, lease_expires_at=now + timedelta(seconds=usual)):
         return [], claim_token
-    loaded = Delivery.objects.select_related("message")
+    loaded = Delivery.objects.select_related("message").only(*_CLAIM_FIELDS)
     if len(delivery_ids) > 1:
         # A batch shares its endpoint and event type: load each once and share
         # the instance, rather than build one copy of each per row.
@@ -118,6 +118,26 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
                 lease_expires_at=now + timedelta(seconds=seconds)
             )
     return claimed, claim_token
+
+
+# What an attempt reads of a delivery and its message (the rest of the row, five
+# timestamps among it, was parsed into every claimed instance and never read). A
+# field left out here costs a query per delivery when read: tests/unit/test_batches.py
+# counts a batch's statements.
+_CLAIM_FIELDS = (
+    "uid",
+    "tenant_id",
+    "endpoint_id",
+    "event_type_id",
+    "status",
+    "attempt_count",
+    "schedule_offset",
+    "internal_failures",
+    "next_trigger",
+    "message__uid",
+    "message__payload",
+    "message__created_at",
+)
 
 
 def _lease_seconds(timeout: int, *, batch: bool) -> float:
@@ -655,4 +675,5 @@ def _excerpt(body: bytes) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-11-23T12:00:00.000000Z`` (isoformat: a third of strftime's cost)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
