@@ -9,6 +9,7 @@ to them later.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -29,25 +30,35 @@ def matching_endpoints(*, tenant: Tenant, event_type: EventType) -> QuerySet[End
     )
 
 
-def deliveries_for(*, message: Message, endpoints: list[Endpoint], lease_token: str) -> list[Delivery]:
-    """Unsaved Delivery rows for ``message`` to each of ``endpoints``.
+def delivery_rows(*, message: Message, endpoints: list[Endpoint], lease_token: str) -> list[dict[str, Any]]:
+    """The Delivery rows (by field attname) for ``message`` to each of ``endpoints``.
 
     Pending rows carry a dispatch lease (``lease_token``) so the scheduler
     leaves them to the on-commit hand-off unless that hand-off is lost.
+    Plain rows, for ``deliveries.copy_insert``: a request's fan-out is
+    written without building a model instance per delivery.
     """
     now = timezone.now()
     lease_until = now + timedelta(seconds=settings.HOOKPOST_DISPATCH_LEASE_SECONDS)
+    pending, skipped = Delivery.Status.PENDING.value, Delivery.Status.SKIPPED.value
     return [
-        Delivery(
-            tenant_id=message.tenant_id,
-            message=message,
-            endpoint_id=endpoint.pk,
-            event_type_id=message.event_type_id,
-            status=Delivery.Status.PENDING if endpoint.enabled else Delivery.Status.SKIPPED,
-            next_attempt_at=now if endpoint.enabled else None,
-            lease_token=lease_token if endpoint.enabled else None,
-            lease_expires_at=lease_until if endpoint.enabled else None,
-            created_at=now,
-        )
+        {
+            "tenant_id": message.tenant_id,
+            "message_id": message.pk,
+            "endpoint_id": endpoint.pk,
+            "event_type_id": message.event_type_id,
+            "status": pending if endpoint.enabled else skipped,
+            "next_attempt_at": now if endpoint.enabled else None,
+            "lease_token": lease_token if endpoint.enabled else None,
+            "lease_expires_at": lease_until if endpoint.enabled else None,
+            "created_at": now,
+            "updated_at": now,
+        }
         for endpoint in endpoints
     ]
+
+
+def deliveries_for(*, message: Message, endpoints: list[Endpoint], lease_token: str) -> list[Delivery]:
+    """Unsaved Delivery instances of ``delivery_rows``."""
+    rows = delivery_rows(message=message, endpoints=endpoints, lease_token=lease_token)
+    return [Delivery(**row) for row in rows]

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from referencing.exceptions import Unresolvable
 
 from deliveries import dispatch
+from deliveries.copy_insert import copy_insert
 from deliveries.engine import new_token
-from deliveries.fanout import deliveries_for, matching_endpoints
+from deliveries.fanout import deliveries_for, delivery_rows, matching_endpoints
 from deliveries.models import Attempt, Delivery, Message
 from webhooks.errors import Conflict, Invalid, PayloadTooLarge
 from webhooks.models import Endpoint, EventType, Tenant
@@ -132,16 +133,18 @@ def _publish(
             raise (_item_error(exc, index) if name_items else exc) from exc
     created = [slot for slot in slots if isinstance(slot, Message)]
     if not keyed:
-        Message.objects.bulk_create(created)
+        _insert_messages(created)
     token = new_token()
-    rows: list[Delivery] = []
+    rows: list[dict[str, Any]] = []
     for message in created:
-        rows += deliveries_for(message=message, endpoints=_endpoints(context, message), lease_token=token)
-    deliveries = Delivery.objects.bulk_create(rows)
-    dispatch.enqueue_on_commit([d.pk for d in deliveries if d.status == Delivery.Status.PENDING], token)
+        rows += delivery_rows(message=message, endpoints=_endpoints(context, message), lease_token=token)
+    ids = copy_insert(Delivery, rows, return_ids=True)
+    pending = Delivery.Status.PENDING
+    pending_ids = [pk for pk, row in zip(ids, rows, strict=True) if row["status"] == pending]
+    dispatch.enqueue_on_commit(pending_ids, token)
     counts: dict[int, int] = {}
-    for delivery in deliveries:
-        counts[delivery.message_id] = counts.get(delivery.message_id, 0) + 1
+    for row in rows:
+        counts[row["message_id"]] = counts.get(row["message_id"], 0) + 1
     return [
         Published(message=slot, created=True, delivery_count=counts.get(slot.pk, 0))
         if isinstance(slot, Message)
@@ -152,6 +155,17 @@ def _publish(
         else slot
         for slot in slots
     ]
+
+
+def _insert_messages(messages: list[Message]) -> None:
+    """INSERT new messages together (``copy_insert``); each instance gets its id, as if saved."""
+    fields = [f.attname for f in Message._meta.local_concrete_fields if not f.primary_key]
+    rows = [{name: getattr(m, name) for name in fields} for m in messages]
+    ids = copy_insert(Message, rows, return_ids=True)
+    for message, pk in zip(messages, ids, strict=True):
+        message.pk = pk
+        message._state.adding = False
+        message._state.db = connection.alias
 
 
 def _unsaved_message(tenant: Tenant, new: NewMessage, event_type: EventType, request_hash: str) -> Message:

@@ -1,4 +1,4 @@
-"""``copy_insert``: the attempts of a batch written by COPY read back exactly as they were given.
+"""``copy_insert``: rows written by COPY read back exactly as they were given.
 
 Real PostgreSQL: the values that COPY's text format must escape (tabs, new
 lines, backslashes, NUL-free unicode, JSON, NULLs) go in and come back unchanged.
@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from deliveries.copy_insert import copy_insert
-from deliveries.models import Attempt
-from tests.factories import DeliveryFactory
+from deliveries.copy_insert import COPY_MIN_ROWS, copy_insert
+from deliveries.models import Attempt, Delivery
+from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -39,16 +40,16 @@ def _attempts(delivery, count: int) -> list[dict[str, Any]]:  # type: ignore[no-
 
 def test_rows_written_by_copy_read_back_as_they_were_given():
     delivery = DeliveryFactory()
-    given = _attempts(delivery, 4)
+    given = _attempts(delivery, COPY_MIN_ROWS)  # enough rows to go by COPY
 
     copy_insert(Attempt, given)
 
     stored = list(Attempt.objects.filter(delivery=delivery).order_by("number"))
     assert [{name: getattr(a, name) for name in given[0]} for a in stored] == given
     # What a row leaves out takes the field's default, a callable default once per row.
-    assert [a.trigger for a in stored] == [Attempt.Trigger.SCHEDULED] * 4
+    assert [a.trigger for a in stored] == [Attempt.Trigger.SCHEDULED] * COPY_MIN_ROWS
     assert all(a.uid.startswith("att_") for a in stored)
-    assert len({a.uid for a in stored}) == 4
+    assert len({a.uid for a in stored}) == COPY_MIN_ROWS
 
 
 def test_an_unknown_field_is_refused_before_anything_is_written():
@@ -68,9 +69,45 @@ def test_nothing_to_write_is_no_statement(django_assert_num_queries):  # type: i
 
 def test_a_broken_constraint_is_djangos_integrity_error():
     delivery = DeliveryFactory()
-    first, second = _attempts(delivery, 2)
-    second["number"] = first["number"]
+    rows = _attempts(delivery, COPY_MIN_ROWS)
+    rows[-1]["number"] = rows[0]["number"]
 
     with pytest.raises(IntegrityError), transaction.atomic():
-        copy_insert(Attempt, [first, second])
+        copy_insert(Attempt, rows)
     assert not Attempt.objects.filter(delivery=delivery).exists()
+
+
+@pytest.mark.parametrize("count", [COPY_MIN_ROWS - 1, COPY_MIN_ROWS, 30])
+def test_the_new_ids_come_back_in_the_order_of_the_rows(count):
+    delivery = DeliveryFactory()
+    rows = _attempts(delivery, count)
+
+    ids = copy_insert(Attempt, rows, return_ids=True)
+
+    assert len(set(ids)) == count
+    stored = Attempt.objects.in_bulk(ids)
+    assert [stored[pk].number for pk in ids] == [row["number"] for row in rows]
+    # and the sequence moved past them: the next ordinary insert does not collide
+    later = Attempt.objects.create(delivery=delivery, number=count + 1)
+    assert later.pk not in ids
+
+
+def test_an_auto_now_field_a_row_leaves_out_is_now():
+    message = MessageFactory()
+    before = timezone.now()
+    rows = [
+        {
+            "tenant_id": message.tenant_id,
+            "message_id": message.pk,
+            "endpoint_id": EndpointFactory(tenant=message.tenant).pk,
+            "event_type_id": message.event_type_id,
+        }
+        for _ in range(COPY_MIN_ROWS)
+    ]
+
+    ids = copy_insert(Delivery, rows, return_ids=True)
+
+    stored = list(Delivery.objects.filter(pk__in=ids))
+    assert len(stored) == COPY_MIN_ROWS
+    assert all(d.updated_at >= before and d.created_at >= before for d in stored)
+    assert all(d.uid.startswith("dlv_") for d in stored)
