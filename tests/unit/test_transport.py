@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from deliveries.transport import USER_AGENT, Transport
+from deliveries.transport import USER_AGENT, Transport, _Watchdog
 
 Handler = Callable[[socket.socket], None]
 
@@ -189,3 +189,32 @@ def test_a_checked_url_follows_the_allowlist_it_was_checked_against(settings, se
 
     assert (refused.status, refused.error_class) == (None, "TargetRejected")
     assert _send(transport, url).status == 204
+
+
+class _Conn:
+    """What the watchdog needs of a connection: a socket it can shut down."""
+
+    def __init__(self) -> None:
+        self.sock = self
+        self.shut = threading.Event()
+
+    def shutdown(self, how: int) -> None:
+        self.shut.set()
+
+
+def test_the_watchdog_cuts_only_what_is_still_running_and_forgets_the_rest():
+    watchdog = _Watchdog()
+    finished = [_Conn() for _ in range(200)]
+    running = _Conn()
+    soon = time.monotonic() + 0.05
+    for conn in finished:
+        watchdog.disarm(watchdog.arm(conn, soon))
+    watchdog.arm(running, soon)
+
+    assert running.shut.wait(5)
+    time.sleep(0.2)
+    assert not any(conn.shut.is_set() for conn in finished)
+    # the finished requests' entries were dropped when they came due
+    with watchdog._cond:
+        assert watchdog._heap == []
+        assert watchdog._cancelled == set()
