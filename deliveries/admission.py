@@ -52,6 +52,9 @@ class Ticket:
     reason: str = ""
     probe: str | None = None
     hold: bulkhead.Hold | None = None
+    # Refused by the endpoint's in-flight cap: the batch may wait in the endpoint's
+    # line (``bulkhead.wait_in_line``) for the next place to free.
+    waits_for_place: bool = False
     _settled: bool = field(default=False, repr=False)
 
     @property
@@ -101,7 +104,7 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float) -> Tic
     )
     if isinstance(hold, bulkhead.Refused):
         ticket.release()
-        return Ticket(endpoint, hold.wait_seconds, BULKHEAD)
+        return Ticket(endpoint, hold.wait_seconds, BULKHEAD, waits_for_place=hold.compartment == "endpoint")
     ticket.hold = hold
     wait = take_rate(endpoint=endpoint, delivery_uid=delivery_uid)
     if wait is not None:

@@ -19,6 +19,12 @@ Two compartments, both checked before an attempt goes out:
 
 A delivery over either cap is deferred briefly (``HOOKPOST_BULKHEAD_RETRY_SECONDS``,
 with jitter) without spending an attempt, and its thread is free at once.
+Over the per-endpoint cap, a batch also waits in the endpoint's line
+(``wait_in_line``): the batch that frees a place sends the first in line on
+at once (``next_in_line``), so a busy endpoint's backlog drains at its cap
+instead of stalling until the deferrals end. The line is only a shortcut:
+a lost entry (Redis flushed, a holder killed) leaves the deferral, after
+which the scheduler hands the deliveries out as usual.
 
 Why hand-written: a bulkhead is a counting semaphore; the per-endpoint one
 must be shared by processes on many machines and survive a holder's death,
@@ -176,3 +182,30 @@ def in_flight(*, endpoint_uid: str) -> int:
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     return int(client.zcount(key, now_ms, "+inf"))
+
+
+def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> None:
+    """Queue ``entry`` (what to send on when a place frees) in the endpoint's line.
+
+    ``seconds``: how long the entry means anything (its deliveries' deferral);
+    the line is dropped when nobody has joined it for that long. Trouble with
+    Redis is logged only: the deferral still ends.
+    """
+    key = shared_state.key("waiting", endpoint_uid)
+    try:
+        with shared_state.client().pipeline(transaction=False) as pipe:
+            pipe.rpush(key, entry)
+            pipe.pexpire(key, int(seconds * 1000) + 1000)
+            pipe.execute()
+    except redis.RedisError:
+        logger.warning("could not queue for a place at %s; the deferral will end instead", endpoint_uid)
+
+
+def next_in_line(*, endpoint_uid: str) -> str | None:
+    """Take the first entry of the endpoint's line, if any (None also when Redis fails)."""
+    try:
+        entry = shared_state.client().lpop(shared_state.key("waiting", endpoint_uid))
+    except redis.RedisError:
+        logger.warning("could not read the line for %s; its deferrals will end instead", endpoint_uid)
+        return None
+    return entry.decode() if isinstance(entry, bytes) else entry

@@ -45,6 +45,11 @@ def enqueue_on_commit(delivery_ids: Sequence[int], token: str) -> None:
         transaction.on_commit(lambda: _enqueue(ids, token))
 
 
+def enqueue_now(delivery_ids: Sequence[int], token: str) -> None:
+    """Hand these deliveries to workers now: their ``token`` lease is already committed."""
+    _enqueue(list(delivery_ids), token)
+
+
 def _enqueue(ids: list[int], token: str) -> None:
     if _enqueuer is None:
         logger.debug("no delivery engine registered; %d deliveries left to the scheduler", len(ids))

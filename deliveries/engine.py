@@ -33,7 +33,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config import metrics
-from deliveries import admission, breaker, operational, retry, signals
+from deliveries import admission, breaker, bulkhead, dispatch, operational, retry, signals
 from deliveries.copy_insert import copy_insert
 from deliveries.models import Attempt, Delivery
 from deliveries.transport import Transport, TransportResult
@@ -231,6 +231,8 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
     lease_seconds = _lease_seconds(_timeout_of(endpoint), batch=len(deliveries) > 1)
     ticket = admission.admit(endpoint=endpoint, delivery_uid=deliveries[0].uid, lease_seconds=lease_seconds)
     if ticket.defer_seconds is not None:
+        if ticket.waits_for_place:
+            return _wait_in_line(endpoint, deliveries, lease, seconds=ticket.defer_seconds)
         return _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
     statuses: dict[int, str] = {}
     sent: list[_Sent] = []
@@ -282,6 +284,8 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
     finally:
         _settle(ticket, results)
         ticket.release()
+        if ticket.hold is not None and ticket.hold.endpoint_key is not None:
+            _send_on_next_in_line(endpoint)
     # What went out is recorded first: trouble handing back the rest must never cost
     # the record of a request that was sent.
     statuses.update(_record_all(sent, lease))
@@ -376,6 +380,12 @@ def _defer_all(deliveries: list[Delivery], lease: str, *, seconds: float, reason
         lease_token=None,
         lease_expires_at=None,
     )
+    _announce_deferred(deliveries, moved, seconds=seconds, reason=reason)
+    return {d.pk: ("deferred" if d.pk in moved else "lease_lost") for d in deliveries}
+
+
+def _announce_deferred(deliveries: list[Delivery], moved: set[int], *, seconds: float, reason: str) -> None:
+    """Log and signal (``delivery_deferred``) each of ``deliveries`` in ``moved``."""
     for delivery in deliveries:
         if delivery.pk not in moved:
             continue
@@ -394,7 +404,55 @@ def _defer_all(deliveries: list[Delivery], lease: str, *, seconds: float, reason
             reason=reason,
             seconds=seconds,
         )
+
+
+# How many lapsed entries one freed place skips in an endpoint's line, at most.
+_LINE_SKIP_LIMIT = 20
+
+
+def _wait_in_line(
+    endpoint: Endpoint, deliveries: list[Delivery], lease: str, *, seconds: float
+) -> dict[int, str]:
+    """The endpoint has no free place: keep the deliveries due under a short lease and
+    queue them in its line; "deferred" each, or "lease_lost".
+
+    The batch that frees the next place sends them on at once
+    (``_send_on_next_in_line``). Should nobody do so (a lost line, the last
+    place freed just before they joined), the lease ends after ``seconds``
+    and the scheduler hands them out again: the plain deferral. No attempt
+    is spent either way.
+    """
+    token = new_token()
+    moved = _move_leased(
+        deliveries, lease, lease_token=token, lease_expires_at=timezone.now() + timedelta(seconds=seconds)
+    )
+    if moved:
+        entry = json.dumps({"ids": sorted(moved), "token": token, "until": time.time() + seconds})
+        bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry=entry, seconds=seconds)
+    _announce_deferred(deliveries, moved, seconds=seconds, reason=admission.BULKHEAD)
     return {d.pk: ("deferred" if d.pk in moved else "lease_lost") for d in deliveries}
+
+
+def _send_on_next_in_line(endpoint: Endpoint) -> None:
+    """A place at ``endpoint`` was freed: queue the first batch waiting in its line.
+
+    Its claim presents the line's lease token, so a batch the scheduler has
+    handed out meanwhile (the lease ended) is not sent twice. Trouble is
+    logged only: the waiting deliveries' lease ends and the scheduler sends them.
+    """
+    try:
+        # Entries whose lease has ended are the scheduler's now: skip them, so the
+        # freed place goes to a batch still waiting for it.
+        for _ in range(_LINE_SKIP_LIMIT):
+            entry = bulkhead.next_in_line(endpoint_uid=endpoint.uid)
+            if entry is None:
+                return
+            waiting = json.loads(entry)
+            if waiting["until"] > time.time():
+                dispatch.enqueue_now(waiting["ids"], waiting["token"])
+                return
+    except Exception:
+        logger.exception("could not send on the line of %s; its deferrals will end instead", endpoint.uid)
 
 
 def build_request(

@@ -5,6 +5,7 @@ and what admission granted (the probe, the places) is always handed back."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from deliveries import breaker, bulkhead, engine, ratelimit
+from deliveries import breaker, bulkhead, dispatch, engine, ratelimit, shared_state
 from deliveries.models import Attempt, Delivery
 from deliveries.scheduler import due_deliveries
 from deliveries.signals import delivery_deferred
@@ -39,6 +40,26 @@ def deferrals() -> Any:
     delivery_deferred.connect(note)
     yield seen
     delivery_deferred.disconnect(note)
+
+
+@pytest.fixture
+def enqueued() -> Any:
+    """What the engine hands to workers outside the scheduler: (ids, token) pairs."""
+    seen: list[tuple[list[int], str]] = []
+    previous = dispatch._enqueuer
+    dispatch.register_enqueuer(lambda ids, token: seen.append((list(ids), token)))
+    yield seen
+    dispatch.register_enqueuer(previous)
+
+
+def _hold_the_only_place(endpoint: Any) -> bulkhead.Hold:
+    held = bulkhead.acquire(endpoint_uid=endpoint.uid, slow=False, lease_seconds=30, timeout_seconds=1)
+    assert isinstance(held, bulkhead.Hold)
+    return held
+
+
+def _delivery_to(endpoint: Any) -> Delivery:
+    return DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
 
 
 def _delivery(**endpoint_fields: Any) -> Delivery:
@@ -102,22 +123,67 @@ def test_after_the_cooldown_one_delivery_probes_and_the_others_wait_for_it(setti
     assert breaker.snapshot(endpoint).state == "closed"  # type: ignore[union-attr]
 
 
-def test_a_full_bulkhead_defers_briefly(settings, transport, deferrals):
+def test_a_full_endpoint_keeps_the_delivery_due_under_a_short_lease_in_line(settings, transport, deferrals):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 1
     delivery = _delivery()
-    held = bulkhead.acquire(
-        endpoint_uid=delivery.endpoint.uid, slow=False, lease_seconds=30, timeout_seconds=1
-    )
+    held = _hold_the_only_place(delivery.endpoint)
     before = Delivery.objects.get(pk=delivery.pk)
 
     assert run(delivery) == "deferred"
 
-    _assert_deferred_without_an_attempt(delivery, before, at_least=1, at_most=2.01)
+    after = Delivery.objects.get(pk=delivery.pk)
+    assert (after.status, after.attempt_count) == (before.status, before.attempt_count)
+    assert after.next_attempt_at <= timezone.now()  # still due: only the lease holds it
+    assert not Attempt.objects.filter(delivery=delivery).exists()
+    # the short lease keeps the scheduler off until the deferral ends...
+    assert 0.5 <= (after.lease_expires_at - timezone.now()).total_seconds() <= 2.01
+    assert not due_deliveries().filter(pk=delivery.pk).exists()
     assert deferrals[-1]["reason"] == "bulkhead"
-    assert isinstance(held, bulkhead.Hold)
+    # ...and the line holds what to send on when a place frees
+    entry = json.loads(bulkhead.next_in_line(endpoint_uid=delivery.endpoint.uid) or "{}")
+    assert (entry["ids"], entry["token"]) == ([delivery.pk], after.lease_token)
     held.release()
-    assert run(delivery) == "succeeded"
+    assert engine.delivery_run(delivery_id=delivery.pk, token=after.lease_token) == "succeeded"
+
+
+def test_the_batch_that_frees_a_place_sends_on_the_first_in_line(settings, transport, enqueued):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    endpoint = EndpointFactory()
+    waiting, other = _delivery_to(endpoint), _delivery_to(endpoint)
+    held = _hold_the_only_place(endpoint)
+    assert run(waiting) == "deferred"
+    held.release()
+
+    assert run(other) == "succeeded"  # took the freed place, then freed it again
+
+    token = Delivery.objects.get(pk=waiting.pk).lease_token
+    assert enqueued == [([waiting.pk], token)]
+    assert engine.delivery_run(delivery_id=waiting.pk, token=token) == "succeeded"
+    assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
+
+
+def test_a_lapsed_or_lost_line_ends_as_a_plain_deferral(settings, transport, enqueued):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 0.05
+    endpoint = EndpointFactory()
+    lapsed, lost, other = _delivery_to(endpoint), _delivery_to(endpoint), _delivery_to(endpoint)
+    held = _hold_the_only_place(endpoint)
+    assert run(lapsed) == "deferred"
+    time.sleep(0.25)  # its lease (0.05-0.1 s) ended while it waited in line
+    settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 30
+    assert run(lost) == "deferred"
+    shared_state.client().delete(shared_state.key("waiting", endpoint.uid))  # Redis lost the line
+    held.release()
+
+    assert run(other) == "succeeded"
+
+    # nothing to send on: the lapsed entry was skipped, the other is gone...
+    assert enqueued == []
+    # ...and the scheduler hands out what waited once its lease ends
+    assert set(due_deliveries().values_list("pk", flat=True)) == {lapsed.pk}
+    lost_lease = Delivery.objects.get(pk=lost.pk).lease_expires_at
+    assert lost.pk in set(due_deliveries(lost_lease + timedelta(seconds=1)).values_list("pk", flat=True))
 
 
 def test_over_the_rate_limit_a_delivery_waits_for_its_reserved_slot(settings, transport, deferrals):
