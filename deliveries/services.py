@@ -113,9 +113,10 @@ def _publish(
     """Store checked messages with their deliveries and queue them after commit; a result per item.
 
     The cost is per request, not per message: new messages without an id or
-    idempotency key are written with one INSERT, all deliveries with one more,
-    and the pending ones are handed to the workers together under one
-    dispatch lease. A message with an id or key is written on its own in a
+    idempotency key are written together, all deliveries together too (each
+    a COPY, or an INSERT for a few rows: ``deliveries.copy_insert``), and the
+    pending ones are handed to the workers together under one dispatch
+    lease. A message with an id or key is written on its own in a
     savepoint, since a concurrent twin may win its insert (then it is a
     repeat); a batch holding any such message writes every message that way,
     in order.
