@@ -184,6 +184,10 @@ def in_flight(*, endpoint_uid: str) -> int:
     return int(client.zcount(key, now_ms, "+inf"))
 
 
+# Entries kept in one endpoint's line, at most.
+_LINE_MAX = 100
+
+
 def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> None:
     """Queue ``entry`` (what to send on when a place frees) in the endpoint's line.
 
@@ -195,6 +199,9 @@ def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> None:
     try:
         with shared_state.client().pipeline(transaction=False) as pipe:
             pipe.rpush(key, entry)
+            # The oldest entries are the first to lapse: an endpoint that stays full
+            # keeps only the newest, and the dropped ones end as plain deferrals.
+            pipe.ltrim(key, -_LINE_MAX, -1)
             pipe.pexpire(key, int(seconds * 1000) + 1000)
             pipe.execute()
     except redis.RedisError:

@@ -284,12 +284,15 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
     finally:
         _settle(ticket, results)
         ticket.release()
-        if ticket.hold is not None and ticket.hold.endpoint_key is not None:
+    freed_a_place = ticket.hold is not None and ticket.hold.endpoint_key is not None
+    try:
+        # What went out is recorded first: trouble handing back the rest must never cost
+        # the record of a request that was sent. The line waits for that too.
+        statuses.update(_record_all(sent, lease))
+        statuses.update(_hand_back(rest, lease, rest_wait))
+    finally:
+        if freed_a_place:
             _send_on_next_in_line(endpoint)
-    # What went out is recorded first: trouble handing back the rest must never cost
-    # the record of a request that was sent.
-    statuses.update(_record_all(sent, lease))
-    statuses.update(_hand_back(rest, lease, rest_wait))
     return statuses
 
 

@@ -253,3 +253,13 @@ def test_attempts_are_counted_in_the_breaker_and_free_their_place(settings, monk
     row = endpoint.__class__.objects.get(pk=endpoint.pk)
     assert (row.circuit_state, row.consecutive_failures) == ("open", 5)
     assert row.failing_since is not None and row.failing_since <= timezone.now() - timedelta(seconds=0)
+
+
+def test_an_endpoint_that_stays_full_keeps_only_the_newest_of_its_line():
+    endpoint = EndpointFactory()
+    for n in range(bulkhead._LINE_MAX + 5):
+        bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry=str(n), seconds=30)
+
+    line = shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1)
+
+    assert [int(entry) for entry in line] == list(range(5, bulkhead._LINE_MAX + 5))
