@@ -55,6 +55,9 @@ class Ticket:
     # Refused by the endpoint's in-flight cap: the batch may wait in the endpoint's
     # line (``bulkhead.wait_in_line``) for the next place to free.
     waits_for_place: bool = False
+    # Refused after taking a place at the endpoint, now given back: someone waiting
+    # in the endpoint's line may take it (``bulkhead.next_in_line``).
+    freed_a_place: bool = False
     _settled: bool = field(default=False, repr=False)
 
     @property
@@ -109,7 +112,7 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float) -> Tic
     wait = take_rate(endpoint=endpoint, delivery_uid=delivery_uid)
     if wait is not None:
         ticket.release()
-        return Ticket(endpoint, wait, RATE_LIMITED)
+        return Ticket(endpoint, wait, RATE_LIMITED, freed_a_place=hold.endpoint_key is not None)
     return ticket
 
 

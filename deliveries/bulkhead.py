@@ -188,24 +188,49 @@ def in_flight(*, endpoint_uid: str) -> int:
 _LINE_MAX = 100
 
 
-def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> None:
+# KEYS[1] the endpoint's line, KEYS[2] its holders (as in _ACQUIRE).
+# ARGV: entry, entries kept at most, ms to keep the line, cap.
+# -> 1 when a place is free as the entry joins, else 0
+_JOIN_LINE = shared_state.LuaScript(
+    """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') < tonumber(ARGV[4]) then
+  return 1
+end
+return 0
+"""
+)
+
+
+def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> bool:
     """Queue ``entry`` (what to send on when a place frees) in the endpoint's line.
 
     ``seconds``: how long the entry means anything (its deliveries' deferral);
-    the line is dropped when nobody has joined it for that long. Trouble with
-    Redis is logged only: the deferral still ends.
+    the line is dropped when nobody has joined it for that long. At most
+    ``_LINE_MAX`` entries are kept: an endpoint that stays full keeps only the
+    newest, and the dropped ones end as plain deferrals.
+
+    True when a place is free as the entry joins: the holder that freed it
+    looked at the line before the entry was in it, so nobody will send it on
+    and the caller should (``next_in_line``). Trouble with Redis is logged
+    only (False): the deferral still ends.
     """
-    key = shared_state.key("waiting", endpoint_uid)
+    keys = [shared_state.key("waiting", endpoint_uid), shared_state.key("inflight", endpoint_uid)]
+    args: list[str | int | float] = [
+        entry,
+        _LINE_MAX,
+        int(seconds * 1000) + 1000,
+        settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT,
+    ]
     try:
-        with shared_state.client().pipeline(transaction=False) as pipe:
-            pipe.rpush(key, entry)
-            # The oldest entries are the first to lapse: an endpoint that stays full
-            # keeps only the newest, and the dropped ones end as plain deferrals.
-            pipe.ltrim(key, -_LINE_MAX, -1)
-            pipe.pexpire(key, int(seconds * 1000) + 1000)
-            pipe.execute()
+        return bool(_JOIN_LINE(keys, args))
     except redis.RedisError:
         logger.warning("could not queue for a place at %s; the deferral will end instead", endpoint_uid)
+        return False
 
 
 def next_in_line(*, endpoint_uid: str) -> str | None:

@@ -233,7 +233,10 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
     if ticket.defer_seconds is not None:
         if ticket.waits_for_place:
             return _wait_in_line(endpoint, deliveries, lease, seconds=ticket.defer_seconds)
-        return _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
+        deferred = _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
+        if ticket.freed_a_place:
+            _send_on_next_in_line(endpoint)
+        return deferred
     statuses: dict[int, str] = {}
     sent: list[_Sent] = []
     results: list[TransportResult] = []
@@ -423,7 +426,8 @@ def _wait_in_line(
     (``_send_on_next_in_line``). Should nobody do so (a lost line, the last
     place freed just before they joined), the lease ends after ``seconds``
     and the scheduler hands them out again: the plain deferral. No attempt
-    is spent either way.
+    is spent either way. A place freed between the refusal and the joining
+    is taken up here (``bulkhead.wait_in_line`` says so).
     """
     token = new_token()
     moved = _move_leased(
@@ -431,7 +435,10 @@ def _wait_in_line(
     )
     if moved:
         entry = json.dumps({"ids": sorted(moved), "token": token, "until": time.time() + seconds})
-        bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry=entry, seconds=seconds)
+        if bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry=entry, seconds=seconds):
+            # The place freed since the refusal, and whoever freed it found nobody
+            # in line: the first in line (most likely this batch) goes at once.
+            _send_on_next_in_line(endpoint)
     _announce_deferred(deliveries, moved, seconds=seconds, reason=admission.BULKHEAD)
     return {d.pk: ("deferred" if d.pk in moved else "lease_lost") for d in deliveries}
 

@@ -163,6 +163,60 @@ def test_the_batch_that_frees_a_place_sends_on_the_first_in_line(settings, trans
     assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
 
 
+def test_a_place_freed_before_the_batch_joined_the_line_sends_it_on_at_once(
+    settings, transport, enqueued, monkeypatch
+):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    endpoint = EndpointFactory()
+    waiting = _delivery_to(endpoint)
+    held = _hold_the_only_place(endpoint)
+    join = bulkhead.wait_in_line
+
+    def freed_meanwhile(**kwargs: Any) -> bool:
+        # the holder finishes between the refusal and the joining, and finds the line empty
+        held.release()
+        assert bulkhead.next_in_line(endpoint_uid=endpoint.uid) is None
+        return join(**kwargs)
+
+    monkeypatch.setattr(bulkhead, "wait_in_line", freed_meanwhile)
+
+    assert run(waiting) == "deferred"
+
+    token = Delivery.objects.get(pk=waiting.pk).lease_token
+    assert enqueued == [([waiting.pk], token)]
+    assert engine.delivery_run(delivery_id=waiting.pk, token=token) == "succeeded"
+
+
+def test_joining_the_line_says_whether_a_place_is_free():
+    endpoint = EndpointFactory()
+    assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="a", seconds=30) is True
+    held = [_hold_the_only_place(endpoint) for _ in range(10)]  # the default cap: 10
+    assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="b", seconds=30) is False
+    held[0].release()
+    assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="c", seconds=30) is True
+    line = shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1)
+    assert line == [b"a", b"b", b"c"]
+
+
+def test_a_place_given_back_on_a_rate_limit_refusal_goes_to_the_first_in_line(settings, transport, enqueued):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    settings.HOOKPOST_RATE_LIMIT_BURST_SECONDS = 1
+    endpoint = EndpointFactory(rate_limit=1)
+    waiting, other = _delivery_to(endpoint), _delivery_to(endpoint)
+    held = _hold_the_only_place(endpoint)
+    assert run(waiting) == "deferred"  # in line
+    held.release()  # freed without sending anyone on (a holder whose worker died)
+    ratelimit.take(endpoint_uid=endpoint.uid, rate=1, delivery_uid="dlv_someone_else")  # no token left
+
+    # when another batch takes the free place, and the rate limit then refuses it
+    assert run(other) == "deferred"
+
+    # then the place it gave back goes to the batch waiting in line
+    token = Delivery.objects.get(pk=waiting.pk).lease_token
+    assert enqueued == [([waiting.pk], token)]
+    assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
+
+
 def test_a_lapsed_or_lost_line_ends_as_a_plain_deferral(settings, transport, enqueued):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 0.05
