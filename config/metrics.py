@@ -10,7 +10,7 @@ however many workers run:
 - ``hookpost_deferrals_total{reason}`` (circuit open, rate limited, bulkhead);
 - ``hookpost_circuit_transitions_total{to_state}``;
 - ``hookpost_scheduler_dispatched_total{queue}`` and
-  ``hookpost_scheduler_lag_seconds`` (due -> queued);
+  ``hookpost_scheduler_lag_seconds`` (due, or lease ended -> queued);
 - ``hookpost_api_requests_total{route,method,status}`` (web);
 - ``hookpost_deliveries_due``, ``hookpost_deliveries_pending``,
   ``hookpost_oldest_due_age_seconds``, ``hookpost_dead_letters``,
@@ -54,7 +54,7 @@ CIRCUIT_TRANSITIONS = Counter("hookpost_circuit_transitions_total", "Breaker tra
 DISPATCHED = Counter("hookpost_scheduler_dispatched_total", "Deliveries queued by the scheduler.", ["queue"])
 SCHEDULER_LAG = Histogram(
     "hookpost_scheduler_lag_seconds",
-    "From a delivery falling due to the scheduler queueing it.",
+    "From a delivery falling due (or a lease on it ending, if later) to the scheduler queueing it.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 API_REQUESTS = Counter("hookpost_api_requests_total", "API requests.", ["route", "method", "status"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -94,6 +94,7 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
                 "endpoint__circuit_state",
                 "endpoint__last_success_at",
                 "next_attempt_at",
+                "lease_expires_at",
             )[:limit]
         )
         if not rows:
@@ -107,7 +108,7 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
         # healthy endpoints never queue behind it.
         first = [
             pk
-            for pk, count, failures, circuit, succeeded, _ in rows
+            for pk, count, failures, circuit, succeeded, *_ in rows
             if first_lane(
                 attempt_count=count,
                 consecutive_failures=failures,
@@ -118,7 +119,7 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
         chosen = set(first)
         retries = [row[0] for row in rows if row[0] not in chosen]
 
-        oldest_due = min(row[5] for row in rows)
+        oldest_due = min(_free_since(due_at, lease_end) for *_, due_at, lease_end in rows)
 
         def hand_over() -> None:
             if first:
@@ -131,3 +132,12 @@ def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
 
         transaction.on_commit(hand_over)
     return DispatchReport(len(rows), len(first), len(retries))
+
+
+def _free_since(due_at: datetime, lease_end: datetime | None) -> datetime:
+    """When a due row became the scheduler's to hand out: when it fell due or, if
+    later, when a lease on it ended (a batch that waited in an endpoint's line
+    for a place keeps its due time under a short lease; a killed worker's lease).
+    The scheduler's lag is counted from here, not from a due time others held.
+    """
+    return max(due_at, lease_end) if lease_end is not None else due_at

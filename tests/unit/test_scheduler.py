@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config import metrics
 from config.celery import FIRST_QUEUE, RETRY_QUEUE
 from deliveries import scheduler, tasks
 from deliveries.models import Delivery
@@ -259,6 +260,27 @@ def test_a_limit_of_zero_dispatches_nothing(make_due):
 
     assert (report.dispatched, recorder.calls) == (0, [])
     assert Delivery.objects.get(pk=delivery.pk).lease_token is None
+
+
+def test_the_lag_counts_from_when_a_row_became_the_schedulers_not_from_its_due_time(make_due):
+    # given a delivery due a minute ago that another holder kept until a second ago
+    # (a batch waiting in its endpoint's line keeps its due time under a short lease)
+    now = timezone.now()
+    make_due(next_attempt_at=now - timedelta(seconds=60), lease_expires_at=now - timedelta(seconds=1))
+    before = _lag_histogram()
+
+    scheduler.dispatch_due(enqueue=Recorder(), limit=10)
+
+    # then the lag observed is about a second, not a minute
+    count, total = (after - earlier for after, earlier in zip(_lag_histogram(), before, strict=True))
+    assert count == 1
+    assert 1 <= total < 30
+
+
+def _lag_histogram() -> tuple[float, float]:
+    """(observations, sum of seconds) of the scheduler-lag histogram so far."""
+    samples = {s.name: s.value for metric in metrics.SCHEDULER_LAG.collect() for s in metric.samples}
+    return samples["hookpost_scheduler_lag_seconds_count"], samples["hookpost_scheduler_lag_seconds_sum"]
 
 
 # --- After commit only -------------------------------------------------------------------
