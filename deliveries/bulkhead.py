@@ -22,7 +22,9 @@ with jitter) without spending an attempt, and its thread is free at once.
 Over the per-endpoint cap, a batch also waits in the endpoint's line
 (``wait_in_line``): the batch that frees a place sends the first in line on
 at once (``next_in_line``), so a busy endpoint's backlog drains at its cap
-instead of stalling until the deferrals end. The line is only a shortcut:
+instead of stalling until the deferrals end. A batch that finds every place
+taken by a look (``is_full``) joins the line before it is even claimed. The
+line is only a shortcut:
 a lost entry (Redis flushed, a holder killed) leaves the deferral, after
 which the scheduler hands the deliveries out as usual.
 
@@ -150,10 +152,44 @@ def acquire(*, endpoint_uid: str, slow: bool, lease_seconds: float, timeout_seco
             return hold
         if not taken:
             hold.release()
-            base = max(settings.HOOKPOST_BULKHEAD_RETRY_SECONDS, 0.05)
-            return Refused("endpoint", base + random.uniform(0, base))
+            return Refused("endpoint", endpoint_wait())
         hold.endpoint_key, hold.holder = key, holder
     return hold
+
+
+def endpoint_wait() -> float:
+    """How long a batch refused by a full endpoint waits (jittered) before its deferral ends."""
+    base = max(settings.HOOKPOST_BULKHEAD_RETRY_SECONDS, 0.05)
+    return base + random.uniform(0, base)
+
+
+# KEYS[1] holders (as in _ACQUIRE). ARGV: cap. -> 1 when every place is held now, else 0
+_FULL = shared_state.LuaScript(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') >= tonumber(ARGV[1]) then
+  return 1
+end
+return 0
+"""
+)
+
+
+def is_full(*, endpoint_uid: str) -> bool:
+    """Whether every place at the endpoint is held now, by a look that takes nothing.
+
+    Lets a batch join the endpoint's line before it claims anything. Only a
+    look: ``acquire`` still decides for a batch that goes on. False when the
+    endpoint has no cap or Redis fails.
+    """
+    cap = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT
+    if cap <= 0:
+        return False
+    try:
+        return bool(_FULL([shared_state.key("inflight", endpoint_uid)], [cap]))
+    except redis.RedisError:
+        return False
 
 
 def _slow_wait(timeout_seconds: float) -> float:

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -182,7 +182,9 @@ def delivery_run(*, delivery_id: int, token: str | None) -> str | None:
     return delivery_run_batch(delivery_ids=[delivery_id], token=token).get(delivery_id)
 
 
-def delivery_run_batch(*, delivery_ids: Sequence[int], token: str | None) -> dict[int, str]:
+def delivery_run_batch(
+    *, delivery_ids: Sequence[int], token: str | None, endpoint_uid: str | None = None
+) -> dict[int, str]:
     """Claim and attempt a batch of deliveries; the resulting status of each claimed one.
 
     Deliveries not claimed (not due, leased to someone else) are absent from
@@ -195,7 +197,16 @@ def delivery_run_batch(*, delivery_ids: Sequence[int], token: str | None) -> dic
     Exceptions in our own code are counted against the delivery they hit
     (``internal_failures``); after ``HOOKPOST_MAX_INTERNAL_FAILURES`` it is
     dead-lettered with the reason, so poison work cannot crash-loop a worker.
+
+    ``endpoint_uid``, the endpoint of every delivery in the batch, comes with
+    the tasks the dispatcher queues. With it, a batch for an endpoint whose
+    places are all taken joins the endpoint's line unclaimed
+    (``_wait_in_line_unclaimed``): a claim loads every delivery with its
+    message, all thrown away when admission then refuses the batch, and a
+    busy endpoint refuses about every other batch it is sent.
     """
+    if endpoint_uid and token and bulkhead.is_full(endpoint_uid=endpoint_uid):
+        return _wait_in_line_unclaimed(endpoint_uid, delivery_ids, token)
     claimed, lease = deliveries_claim(delivery_ids=delivery_ids, token=token)
     statuses: dict[int, str] = {}
     for endpoint, group in _by_endpoint(claimed):
@@ -235,7 +246,7 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
             return _wait_in_line(endpoint, deliveries, lease, seconds=ticket.defer_seconds)
         deferred = _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
         if ticket.freed_a_place:
-            _send_on_next_in_line(endpoint)
+            _send_on_next_in_line(endpoint.uid)
         return deferred
     statuses: dict[int, str] = {}
     sent: list[_Sent] = []
@@ -295,7 +306,7 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
         statuses.update(_hand_back(rest, lease, rest_wait))
     finally:
         if freed_a_place:
-            _send_on_next_in_line(endpoint)
+            _send_on_next_in_line(endpoint.uid)
     return statuses
 
 
@@ -386,27 +397,30 @@ def _defer_all(deliveries: list[Delivery], lease: str, *, seconds: float, reason
         lease_token=None,
         lease_expires_at=None,
     )
-    _announce_deferred(deliveries, moved, seconds=seconds, reason=reason)
+    _announce_deferred(_who(deliveries, moved), seconds=seconds, reason=reason)
     return {d.pk: ("deferred" if d.pk in moved else "lease_lost") for d in deliveries}
 
 
-def _announce_deferred(deliveries: list[Delivery], moved: set[int], *, seconds: float, reason: str) -> None:
-    """Log and signal (``delivery_deferred``) each of ``deliveries`` in ``moved``."""
-    for delivery in deliveries:
-        if delivery.pk not in moved:
-            continue
+def _who(deliveries: list[Delivery], moved: set[int]) -> list[tuple[str, int, str]]:
+    """(endpoint uid, tenant id, delivery uid) of each of ``deliveries`` in ``moved``."""
+    return [(d.endpoint.uid, d.tenant_id, d.uid) for d in deliveries if d.pk in moved]
+
+
+def _announce_deferred(deferred: list[tuple[str, int, str]], *, seconds: float, reason: str) -> None:
+    """Log and signal (``delivery_deferred``) each deferred (endpoint uid, tenant id, delivery uid)."""
+    for endpoint_uid, tenant_id, delivery_uid in deferred:
         logger.debug(
             "deferred %s for %.2f s (%s)",
-            delivery.uid,
+            delivery_uid,
             seconds,
             reason,
-            extra={"delivery": delivery.uid, "endpoint": delivery.endpoint.uid, "tenant": delivery.tenant_id},
+            extra={"delivery": delivery_uid, "endpoint": endpoint_uid, "tenant": tenant_id},
         )
         signals.delivery_deferred.send(
             sender=Delivery,
-            endpoint_uid=delivery.endpoint.uid,
-            tenant_id=delivery.tenant_id,
-            delivery_uid=delivery.uid,
+            endpoint_uid=endpoint_uid,
+            tenant_id=tenant_id,
+            delivery_uid=delivery_uid,
             reason=reason,
             seconds=seconds,
         )
@@ -434,17 +448,48 @@ def _wait_in_line(
         deliveries, lease, lease_token=token, lease_expires_at=timezone.now() + timedelta(seconds=seconds)
     )
     if moved:
-        entry = json.dumps({"ids": sorted(moved), "token": token, "until": time.time() + seconds})
-        if bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry=entry, seconds=seconds):
-            # The place freed since the refusal, and whoever freed it found nobody
-            # in line: the first in line (most likely this batch) goes at once.
-            _send_on_next_in_line(endpoint)
-    _announce_deferred(deliveries, moved, seconds=seconds, reason=admission.BULKHEAD)
+        _join_line(endpoint.uid, moved, token, seconds)
+    _announce_deferred(_who(deliveries, moved), seconds=seconds, reason=admission.BULKHEAD)
     return {d.pk: ("deferred" if d.pk in moved else "lease_lost") for d in deliveries}
 
 
-def _send_on_next_in_line(endpoint: Endpoint) -> None:
-    """A place at ``endpoint`` was freed: queue the first batch waiting in its line.
+def _wait_in_line_unclaimed(endpoint_uid: str, delivery_ids: Sequence[int], token: str) -> dict[int, str]:
+    """``_wait_in_line`` for a batch not yet claimed: its deliveries still due under the
+    dispatch lease ``token`` move to a short lease of the line's, no row loaded.
+
+    "deferred" for each delivery moved; the others (not due, leased to
+    someone else) are left out, as a claim would leave them.
+    """
+    seconds = bulkhead.endpoint_wait()
+    line_token = new_token()
+    now = timezone.now()
+    with transaction.atomic():
+        due = Delivery.objects.filter(
+            pk__in=list(delivery_ids), lease_token=token, status__in=DUE_STATUSES, next_attempt_at__lte=now
+        )
+        moved = list(due.select_for_update().values_list("pk", "tenant_id", "uid"))
+        due.update(lease_token=line_token, lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
+    if moved:
+        _join_line(endpoint_uid, [pk for pk, _, _ in moved], line_token, seconds)
+    _announce_deferred(
+        [(endpoint_uid, tenant_id, uid) for _, tenant_id, uid in moved],
+        seconds=seconds,
+        reason=admission.BULKHEAD,
+    )
+    return {pk: "deferred" for pk, _, _ in moved}
+
+
+def _join_line(endpoint_uid: str, delivery_ids: Iterable[int], token: str, seconds: float) -> None:
+    """Queue the deliveries leased under ``token`` for ``seconds`` in the endpoint's line."""
+    entry = json.dumps({"ids": sorted(delivery_ids), "token": token, "until": time.time() + seconds})
+    if bulkhead.wait_in_line(endpoint_uid=endpoint_uid, entry=entry, seconds=seconds):
+        # The place freed since the refusal, and whoever freed it found nobody
+        # in line: the first in line (most likely this batch) goes at once.
+        _send_on_next_in_line(endpoint_uid)
+
+
+def _send_on_next_in_line(endpoint_uid: str) -> None:
+    """A place at the endpoint was freed: queue the first batch waiting in its line.
 
     Its claim presents the line's lease token, so a batch the scheduler has
     handed out meanwhile (the lease ended) is not sent twice. Trouble is
@@ -454,7 +499,7 @@ def _send_on_next_in_line(endpoint: Endpoint) -> None:
         # Entries whose lease has ended are the scheduler's now: skip them, so the
         # freed place goes to a batch still waiting for it.
         for _ in range(_LINE_SKIP_LIMIT):
-            entry = bulkhead.next_in_line(endpoint_uid=endpoint.uid)
+            entry = bulkhead.next_in_line(endpoint_uid=endpoint_uid)
             if entry is None:
                 return
             waiting = json.loads(entry)
@@ -462,7 +507,7 @@ def _send_on_next_in_line(endpoint: Endpoint) -> None:
                 dispatch.enqueue_now(waiting["ids"], waiting["token"])
                 return
     except Exception:
-        logger.exception("could not send on the line of %s; its deferrals will end instead", endpoint.uid)
+        logger.exception("could not send on the line of %s; its deferrals will end instead", endpoint_uid)
 
 
 def build_request(

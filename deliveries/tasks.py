@@ -24,9 +24,10 @@ _LOOKUP_CHUNK = 10_000
 
 
 @shared_task(name="hookpost.deliver_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver_batch(delivery_ids: list[int], token: str | None = None) -> None:
-    """Deliver up to ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries to one endpoint."""
-    engine.delivery_run_batch(delivery_ids=delivery_ids, token=token)
+def deliver_batch(delivery_ids: list[int], token: str | None = None, endpoint_uid: str | None = None) -> None:
+    """Deliver up to ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries to one endpoint (``endpoint_uid``;
+    None in tasks queued before it was sent)."""
+    engine.delivery_run_batch(delivery_ids=delivery_ids, token=token, endpoint_uid=endpoint_uid)
 
 
 @shared_task(name="hookpost.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -82,30 +83,40 @@ def notify_operator(self, event_id: int) -> None:  # type: ignore[no-untyped-def
 
 
 def enqueue(
-    delivery_ids: list[int], token: str, first_attempt: bool, endpoints: dict[int, int] | None = None
+    delivery_ids: list[int], token: str, first_attempt: bool, endpoints: dict[int, str] | None = None
 ) -> None:
     """Queue ``deliver_batch`` tasks; called after the lease-setting transaction commits.
 
     Deliveries are grouped by endpoint (``endpoints`` maps delivery id to
-    endpoint id; read from the database when not given) and cut into batches
+    endpoint uid; read from the database when not given) and cut into batches
     of ``HOOKPOST_DELIVERY_BATCH_SIZE``, oldest first: a batch only ever waits
-    on its own endpoint.
+    on its own endpoint. Each task names its endpoint, so a worker can see the
+    endpoint is full before claiming anything.
     """
     if endpoints is None:
-        endpoints = dict(Delivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint_id"))
+        endpoints = dict(Delivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint__uid"))
     queue = FIRST_QUEUE if first_attempt else RETRY_QUEUE
     with app.producer_or_acquire() as producer:
-        for batch in batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE):
-            deliver_batch.apply_async(args=(batch, token), queue=queue, producer=producer)
+        for endpoint_uid, batch in batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE):
+            deliver_batch.apply_async(
+                args=(batch, token), kwargs={"endpoint_uid": endpoint_uid}, queue=queue, producer=producer
+            )
 
 
-def batches(delivery_ids: list[int], endpoints: dict[int, int], size: int) -> list[list[int]]:
-    """``delivery_ids`` grouped by endpoint and cut into batches of at most ``size``, order kept."""
-    groups: dict[int | None, list[int]] = {}
+def batches(
+    delivery_ids: list[int], endpoints: dict[int, str], size: int
+) -> list[tuple[str | None, list[int]]]:
+    """``delivery_ids`` grouped by endpoint and cut into batches of at most ``size``, order kept;
+    each with its endpoint (None for ids ``endpoints`` does not know)."""
+    groups: dict[str | None, list[int]] = {}
     for pk in delivery_ids:
         groups.setdefault(endpoints.get(pk), []).append(pk)
     size = max(1, size)
-    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+    return [
+        (endpoint, group[i : i + size])
+        for endpoint, group in groups.items()
+        for i in range(0, len(group), size)
+    ]
 
 
 def queued_count() -> int:
@@ -129,19 +140,19 @@ def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     endpoint failing or never yet successful takes the retry lane, as the
     scheduler does (``scheduler.first_lane``), so a broken tenant's fan-out
     never queues ahead of healthy endpoints' messages."""
-    endpoints: dict[int, int] = {}
+    endpoints: dict[int, str] = {}
     failing: set[int] = set()
     for start in range(0, len(delivery_ids), _LOOKUP_CHUNK):
         rows = Delivery.objects.filter(pk__in=delivery_ids[start : start + _LOOKUP_CHUNK]).values_list(
             "pk",
-            "endpoint_id",
+            "endpoint__uid",
             "attempt_count",
             "endpoint__consecutive_failures",
             "endpoint__circuit_state",
             "endpoint__last_success_at",
         )
-        for pk, endpoint_id, count, failures, circuit, succeeded in rows:
-            endpoints[pk] = endpoint_id
+        for pk, endpoint_uid, count, failures, circuit, succeeded in rows:
+            endpoints[pk] = endpoint_uid
             if not scheduler.first_lane(
                 attempt_count=count,
                 consecutive_failures=failures,

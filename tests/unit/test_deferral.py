@@ -11,10 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries import breaker, bulkhead, dispatch, engine, ratelimit, shared_state
-from deliveries.models import Attempt, Delivery
+from deliveries.models import Attempt, Delivery, Message
 from deliveries.scheduler import due_deliveries
 from deliveries.signals import delivery_deferred
 from tests.factories import DeliveryFactory, EndpointFactory
@@ -215,6 +217,64 @@ def test_a_place_given_back_on_a_rate_limit_refusal_goes_to_the_first_in_line(se
     token = Delivery.objects.get(pk=waiting.pk).lease_token
     assert enqueued == [([waiting.pk], token)]
     assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
+
+
+def test_a_batch_for_a_full_endpoint_joins_its_line_before_anything_is_claimed(
+    settings, transport, deferrals
+):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    endpoint = EndpointFactory()
+    batch = [_delivery_to(endpoint) for _ in range(3)]
+    elsewhere = _delivery_to(endpoint)  # in the task, but leased to someone else since
+    dispatch_lease, ids = engine.new_token(), [d.pk for d in batch]
+    leased_until = timezone.now() + timedelta(seconds=120)
+    due = {"next_attempt_at": timezone.now(), "lease_expires_at": leased_until}
+    Delivery.objects.filter(pk__in=ids).update(lease_token=dispatch_lease, **due)
+    Delivery.objects.filter(pk=elsewhere.pk).update(lease_token="other", **due)
+    held = _hold_the_only_place(endpoint)
+
+    # when a worker takes the dispatcher's task (which names the endpoint) while every place is held
+    with CaptureQueriesContext(connection) as queries:
+        statuses = engine.delivery_run_batch(
+            delivery_ids=[*ids, elsewhere.pk], token=dispatch_lease, endpoint_uid=endpoint.uid
+        )
+
+    # then the batch waits in line, deferred, and nothing was loaded to find that out
+    assert statuses == dict.fromkeys(ids, "deferred")
+    loaded = (Message._meta.db_table, endpoint._meta.db_table)
+    assert not [q["sql"] for q in queries.captured_queries if any(table in q["sql"] for table in loaded)]
+    assert transport.sent == []
+    rows = Delivery.objects.filter(pk__in=ids)
+    (line_lease,) = {row.lease_token for row in rows}
+    assert line_lease != dispatch_lease
+    assert all(0 < (row.lease_expires_at - timezone.now()).total_seconds() <= 2.01 for row in rows)
+    assert all(row.next_attempt_at <= timezone.now() and row.attempt_count == 0 for row in rows)
+    assert Delivery.objects.get(pk=elsewhere.pk).lease_token == "other"
+    entry = json.loads(bulkhead.next_in_line(endpoint_uid=endpoint.uid) or "{}")
+    assert (entry["ids"], entry["token"]) == (sorted(ids), line_lease)
+    assert sorted(d["delivery_uid"] for d in deferrals) == sorted(d.uid for d in batch)
+    assert {(d["reason"], d["endpoint_uid"], d["tenant_id"]) for d in deferrals} == {
+        ("bulkhead", endpoint.uid, endpoint.tenant_id)
+    }
+    # and once a place frees, the line's lease claims and sends them
+    held.release()
+    assert engine.delivery_run_batch(
+        delivery_ids=ids, token=line_lease, endpoint_uid=endpoint.uid
+    ) == dict.fromkeys(ids, "succeeded")
+
+
+def test_a_batch_for_an_endpoint_with_a_free_place_is_claimed_and_sent(settings, transport):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 2
+    endpoint = EndpointFactory()
+    delivery = _delivery_to(endpoint)
+    _hold_the_only_place(endpoint)  # one of two
+    lease = engine.new_token()
+    Delivery.objects.filter(pk=delivery.pk).update(lease_token=lease, next_attempt_at=timezone.now())
+
+    statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=lease, endpoint_uid=endpoint.uid)
+
+    assert statuses == {delivery.pk: "succeeded"}
+    assert bulkhead.is_full(endpoint_uid=endpoint.uid) is False
 
 
 def test_a_lapsed_or_lost_line_ends_as_a_plain_deferral(settings, transport, enqueued):

@@ -362,10 +362,18 @@ def _queued(client: redis.Redis, queue: str) -> list[tuple[str, list[Any], str]]
     return out
 
 
+def _kwargs(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """The keyword arguments of each task waiting in ``queue``, oldest first."""
+    return [
+        json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
+        for raw in reversed(client.lrange(queue, 0, -1))
+    ]
+
+
 def test_enqueue_puts_first_attempts_and_retries_on_their_own_queues(broker):
     # when first attempts and a retry are enqueued (endpoints given: 11 and 12 share one)
-    tasks.enqueue([11, 12], "token-a", True, {11: 1, 12: 1})
-    tasks.enqueue([13], "token-b", False, {13: 1})
+    tasks.enqueue([11, 12], "token-a", True, {11: "ep_1", 12: "ep_1"})
+    tasks.enqueue([13], "token-b", False, {13: "ep_1"})
 
     # then each queue holds one batch task with its ids and lease token
     assert _queued(broker, FIRST_QUEUE) == [("hookpost.deliver_batch", [[11, 12], "token-a"], FIRST_QUEUE)]
@@ -377,7 +385,7 @@ def test_enqueue_puts_first_attempts_and_retries_on_their_own_queues(broker):
 def test_enqueue_batches_by_endpoint_up_to_the_batch_size(broker, settings):
     # given deliveries to two endpoints, interleaved, and batches of two
     settings.HOOKPOST_DELIVERY_BATCH_SIZE = 2
-    endpoints = {1: 7, 2: 8, 3: 7, 4: 7, 5: 8}
+    endpoints = {1: "ep_7", 2: "ep_8", 3: "ep_7", 4: "ep_7", 5: "ep_8"}
 
     # when they are enqueued
     tasks.enqueue([1, 2, 3, 4, 5], "token", True, endpoints)
@@ -385,6 +393,8 @@ def test_enqueue_batches_by_endpoint_up_to_the_batch_size(broker, settings):
     # then no batch mixes endpoints, none is larger than two, and order is kept
     batches = [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)]
     assert batches == [[1, 3], [4], [2, 5]]
+    # and each task names its endpoint, for a look at its places before any claim
+    assert [kwargs["endpoint_uid"] for kwargs in _kwargs(broker, FIRST_QUEUE)] == ["ep_7", "ep_7", "ep_8"]
 
 
 def test_enqueue_reads_the_endpoints_when_not_given(broker, make_due, settings):
@@ -395,6 +405,7 @@ def test_enqueue_reads_the_endpoints_when_not_given(broker, make_due, settings):
     for d in due:
         by_endpoint.setdefault(d.endpoint_id, []).append(d.pk)
     assert sorted(args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)) == sorted(by_endpoint.values())
+    assert [kwargs["endpoint_uid"] for kwargs in _kwargs(broker, FIRST_QUEUE)] == [due[0].endpoint.uid]
 
 
 def test_queued_count_is_zero_for_empty_queues(broker):
@@ -404,7 +415,7 @@ def test_queued_count_is_zero_for_empty_queues(broker):
 @pytest.mark.parametrize("first_attempt", [True, False], ids=["only_first_attempts", "only_retries"])
 def test_queued_count_counts_one_queue_while_the_other_is_empty(broker, first_attempt):
     # given tasks waiting in one delivery queue only (in Redis an empty queue does not exist)
-    tasks.enqueue([21, 22, 23], "token", first_attempt, {21: 1, 22: 2, 23: 3})
+    tasks.enqueue([21, 22, 23], "token", first_attempt, {21: "ep_1", 22: "ep_2", 23: "ep_3"})
     assert broker.llen(FIRST_QUEUE if first_attempt else RETRY_QUEUE) == 3
 
     # then the scheduler's view of the queue depth still counts them
