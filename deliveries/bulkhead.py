@@ -163,9 +163,15 @@ def endpoint_wait() -> float:
     return base + random.uniform(0, base)
 
 
-# KEYS[1] holders (as in _ACQUIRE). ARGV: cap. -> 1 when every place is held now, else 0
+# KEYS[1] holders (as in _ACQUIRE), KEYS[2] the endpoint's breaker (deliveries.breaker).
+# ARGV: cap. -> 1 when every place is held now and the breaker is closed with no slow
+# failures, else 0
 _FULL = shared_state.LuaScript(
     """
+local b = redis.call('HMGET', KEYS[2], 'state', 'slow')
+if (b[1] and b[1] ~= 'closed') or tonumber(b[2] or '0') > 0 then
+  return 0
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') >= tonumber(ARGV[1]) then
@@ -181,13 +187,17 @@ def is_full(*, endpoint_uid: str) -> bool:
 
     Lets a batch join the endpoint's line before it claims anything. Only a
     look: ``acquire`` still decides for a batch that goes on. False when the
-    endpoint has no cap or Redis fails.
+    endpoint has no cap or Redis fails, and when its breaker is not closed or
+    counts slow failures: admission asks the breaker and the slow compartment
+    first, and their answers (long deferrals) must not turn into the line's
+    short ones.
     """
     cap = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT
     if cap <= 0:
         return False
+    keys = [shared_state.key("inflight", endpoint_uid), shared_state.key("breaker", endpoint_uid)]
     try:
-        return bool(_FULL([shared_state.key("inflight", endpoint_uid)], [cap]))
+        return bool(_FULL(keys, [cap]))
     except redis.RedisError:
         return False
 
@@ -250,10 +260,11 @@ def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> bool:
     ``_LINE_MAX`` entries are kept: an endpoint that stays full keeps only the
     newest, and the dropped ones end as plain deferrals.
 
-    True when a place is free as the entry joins: the holder that freed it
-    looked at the line before the entry was in it, so nobody will send it on
-    and the caller should (``next_in_line``). Trouble with Redis is logged
-    only (False): the deferral still ends.
+    True when a place is free as the entry joins: a place freed while the
+    entry was on its way may have found the line empty, so the caller sends
+    the line on itself (``next_in_line``). The holder that freed it may yet
+    send the line on too: the second taker is refused and joins again.
+    Trouble with Redis is logged only (False): the deferral still ends.
     """
     keys = [shared_state.key("waiting", endpoint_uid), shared_state.key("inflight", endpoint_uid)]
     args: list[str | int | float] = [

@@ -244,10 +244,11 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
     if ticket.defer_seconds is not None:
         if ticket.waits_for_place:
             return _wait_in_line(endpoint, deliveries, lease, seconds=ticket.defer_seconds)
-        deferred = _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
-        if ticket.freed_a_place:
-            _send_on_next_in_line(endpoint.uid)
-        return deferred
+        try:
+            return _defer_all(deliveries, lease, seconds=ticket.defer_seconds, reason=ticket.reason)
+        finally:
+            if ticket.freed_a_place:
+                _send_on_next_in_line(endpoint.uid)
     statuses: dict[int, str] = {}
     sent: list[_Sent] = []
     results: list[TransportResult] = []
@@ -437,11 +438,11 @@ def _wait_in_line(
     queue them in its line; "deferred" each, or "lease_lost".
 
     The batch that frees the next place sends them on at once
-    (``_send_on_next_in_line``). Should nobody do so (a lost line, the last
-    place freed just before they joined), the lease ends after ``seconds``
-    and the scheduler hands them out again: the plain deferral. No attempt
-    is spent either way. A place freed between the refusal and the joining
-    is taken up here (``bulkhead.wait_in_line`` says so).
+    (``_send_on_next_in_line``); a place freed between the refusal and the
+    joining is taken up by the joiner (``_join_line``). Should nobody send
+    them on (a lost line), the lease ends after ``seconds`` and the
+    scheduler hands them out again: the plain deferral. No attempt is spent
+    either way.
     """
     token = new_token()
     moved = _move_leased(
@@ -483,8 +484,8 @@ def _join_line(endpoint_uid: str, delivery_ids: Iterable[int], token: str, secon
     """Queue the deliveries leased under ``token`` for ``seconds`` in the endpoint's line."""
     entry = json.dumps({"ids": sorted(delivery_ids), "token": token, "until": time.time() + seconds})
     if bulkhead.wait_in_line(endpoint_uid=endpoint_uid, entry=entry, seconds=seconds):
-        # The place freed since the refusal, and whoever freed it found nobody
-        # in line: the first in line (most likely this batch) goes at once.
+        # A place is free although the endpoint was full a moment ago: whoever freed it
+        # may have found the line empty, so send the first in line on now.
         _send_on_next_in_line(endpoint_uid)
 
 

@@ -24,9 +24,12 @@ _LOOKUP_CHUNK = 10_000
 
 
 @shared_task(name="hookpost.deliver_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver_batch(delivery_ids: list[int], token: str | None = None, endpoint_uid: str | None = None) -> None:
+def deliver_batch(
+    delivery_ids: list[int], token: str | None = None, endpoint_uid: str | None = None, **_: object
+) -> None:
     """Deliver up to ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries to one endpoint (``endpoint_uid``;
-    None in tasks queued before it was sent)."""
+    None in tasks queued before it was sent). Keyword arguments a newer version adds are
+    ignored, so tasks queued by it during a rolling upgrade still run here."""
     engine.delivery_run_batch(delivery_ids=delivery_ids, token=token, endpoint_uid=endpoint_uid)
 
 

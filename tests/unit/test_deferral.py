@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries import breaker, bulkhead, dispatch, engine, ratelimit, shared_state
+from deliveries import breaker, bulkhead, dispatch, engine, ratelimit, shared_state, tasks
 from deliveries.models import Attempt, Delivery, Message
 from deliveries.scheduler import due_deliveries
 from deliveries.signals import delivery_deferred
@@ -189,10 +189,11 @@ def test_a_place_freed_before_the_batch_joined_the_line_sends_it_on_at_once(
     assert engine.delivery_run(delivery_id=waiting.pk, token=token) == "succeeded"
 
 
-def test_joining_the_line_says_whether_a_place_is_free():
+def test_joining_the_line_says_whether_a_place_is_free(settings):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
     endpoint = EndpointFactory()
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="a", seconds=30) is True
-    held = [_hold_the_only_place(endpoint) for _ in range(10)]  # the default cap: 10
+    held = [_hold_the_only_place(endpoint) for _ in range(10)]
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="b", seconds=30) is False
     held[0].release()
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="c", seconds=30) is True
@@ -223,6 +224,7 @@ def test_a_batch_for_a_full_endpoint_joins_its_line_before_anything_is_claimed(
     settings, transport, deferrals
 ):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 1
     endpoint = EndpointFactory()
     batch = [_delivery_to(endpoint) for _ in range(3)]
     elsewhere = _delivery_to(endpoint)  # in the task, but leased to someone else since
@@ -261,6 +263,31 @@ def test_a_batch_for_a_full_endpoint_joins_its_line_before_anything_is_claimed(
     assert engine.delivery_run_batch(
         delivery_ids=ids, token=line_lease, endpoint_uid=endpoint.uid
     ) == dict.fromkeys(ids, "succeeded")
+
+
+@pytest.mark.parametrize("breaker_state", ["open", "slow"])
+def test_a_full_endpoint_whose_breaker_is_not_closed_is_left_to_the_breaker(settings, breaker_state):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
+    endpoint = EndpointFactory()
+    _hold_the_only_place(endpoint)  # a request hanging until its timeout
+    assert bulkhead.is_full(endpoint_uid=endpoint.uid) is True
+    fields = {"state": "open"} if breaker_state == "open" else {"state": "closed", "slow": 1}
+    shared_state.client().hset(shared_state.key("breaker", endpoint.uid), mapping=fields)
+
+    # then the look says nothing: the claim goes ahead and admission asks the breaker first
+    assert bulkhead.is_full(endpoint_uid=endpoint.uid) is False
+
+
+def test_a_task_queued_before_tasks_named_their_endpoint_still_delivers(transport):
+    delivery = _delivery()
+    lease = engine.new_token()
+    Delivery.objects.filter(pk=delivery.pk).update(lease_token=lease, next_attempt_at=timezone.now())
+
+    tasks.deliver_batch([delivery.pk], lease)  # the old shape: no endpoint_uid
+    tasks.deliver_batch([], lease, endpoint_uid=delivery.endpoint.uid, added_later=True)  # a newer shape
+
+    assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.SUCCEEDED
+    assert len(transport.sent) == 1
 
 
 def test_a_batch_for_an_endpoint_with_a_free_place_is_claimed_and_sent(settings, transport):

@@ -408,6 +408,13 @@ def test_enqueue_reads_the_endpoints_when_not_given(broker, make_due, settings):
     assert [kwargs["endpoint_uid"] for kwargs in _kwargs(broker, FIRST_QUEUE)] == [due[0].endpoint.uid]
 
 
+def test_work_sent_on_from_an_endpoints_line_names_its_endpoint(broker, make_due):
+    # the line hands its deliveries to workers through enqueue_fresh (dispatch.enqueue_now)
+    delivery = make_due()
+    tasks.enqueue_fresh([delivery.pk], "line-token")
+    assert _kwargs(broker, FIRST_QUEUE) == [{"endpoint_uid": delivery.endpoint.uid}]
+
+
 def test_queued_count_is_zero_for_empty_queues(broker):
     assert tasks.queued_count() == 0
 
