@@ -103,7 +103,7 @@ MODES = {
         naive=50,
         djw=50,
         ingest_seconds=1,
-        e2e=100,
+        e2e=200,
         fanout=100,
         latency_seconds=3,
         healthy_endpoints=2,
@@ -262,7 +262,8 @@ def _run_all(
             e2e = hookpost.throughput_run(nginx, one, sizes.e2e, ledgers, "e2e 1:1", run_id, wait)
             for _ in range(sizes.warmup):  # outside the profile: start-up imports are not steady state
                 e2e()
-            with bench_profile.Profiler(stack.first[-1].pid, raw_profile) if profile else nullcontext():
+            workers = [w.pid for w in stack.first]
+            with bench_profile.Profiler(workers, raw_profile) if profile else nullcontext():
                 results["e2e"] = median_of(e2e, label="e2e 1:1", warmup=0, repeats=sizes.repeats).as_dict()
             if profile:
                 results["profile"] = {

@@ -1,4 +1,4 @@
-"""``--profile``: sample a Hookpost first-lane worker with py-spy while the 1:1 runs go.
+"""``--profile``: sample Hookpost's first-lane workers with py-spy while the 1:1 runs go.
 
 py-spy attaches from outside (no code change in the worker, a few percent of
 overhead) and writes collapsed stacks; ``summary`` turns them into the share
@@ -32,32 +32,48 @@ def py_spy() -> str:
 
 
 class Profiler:
-    """``with Profiler(pid, raw_path):`` records the process until the block ends."""
+    """``with Profiler(pids, raw_path):`` records the processes until the block ends.
 
-    def __init__(self, pid: int, raw: Path, rate: int = 100) -> None:
+    One py-spy per process; their collapsed stacks are joined in ``raw_path``
+    at the end, so the profile covers every first-lane worker, whichever of
+    them the batches went to.
+    """
+
+    def __init__(self, pids: list[int], raw: Path, rate: int = 100) -> None:
         self.raw = raw
-        self.cmd = [py_spy(), "record", "--format", "raw", "--rate", str(rate), "--output", str(raw)]
+        self.parts = [raw.with_name(f"{raw.name}.{pid}") for pid in pids]
         # --nonblocking: sample without pausing the worker, so the figures measured meanwhile hold.
         # --gil: only the thread holding the GIL, i.e. where the process spends its CPU. Without
         # it, the 16 pool threads queueing for the GIL after every socket call show up in that
         # call, and the network looks like half the cost when it is a quarter.
-        self.cmd += ["--pid", str(pid), "--subprocesses", "--nonblocking", "--gil"]
-        self.proc: subprocess.Popen[bytes] | None = None
+        record = [py_spy(), "record", "--format", "raw", "--rate", str(rate)]
+        self.cmds = [
+            [*record, "--output", str(part), "--pid", str(pid), "--subprocesses", "--nonblocking", "--gil"]
+            for pid, part in zip(pids, self.parts, strict=True)
+        ]
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Profiler:
         self.raw.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs = [
+            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for cmd in self.cmds
+        ]
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        with self.raw.open("w") as joined:
+            for part in self.parts:
+                if part.exists():
+                    joined.write(part.read_text(errors="replace"))
 
 
 _OURS = ("deliveries", "webhooks", "config")

@@ -309,10 +309,10 @@ def markdown(
         ]
     if results.get("profile"):
         lines += [
-            "## Profile of the worker during the 1:1 runs (py-spy, `--profile`)",
+            "## Profile of the workers during the 1:1 runs (py-spy, `--profile`)",
             "",
-            "One first-lane worker process during the measured runs (the warm-up run, with the",
-            "worker's start-up imports, is left out), sampled only in the thread that holds the GIL",
+            "The first-lane worker processes during the measured runs (the warm-up run, with the",
+            "workers' start-up imports, is left out), sampled only in the thread that holds the GIL",
             "(where the process spends its CPU; `py-spy --gil`). Share of those samples with the",
             "function on the stack; a function's share includes what it calls.",
             "",
