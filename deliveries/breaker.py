@@ -133,15 +133,10 @@ class Snapshot:
 # Every script reads Redis's clock itself. Replies are arrays; Lua numbers come
 # back as integers (milliseconds).
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
 # KEYS[1] state hash. ARGV: probe token, probe lease ms, state ttl s.
 # -> {verdict ('allow'|'deny'|'probe'), state, until_ms, fails, now_ms, from_state, slow failures}
 _ADMIT = shared_state.LuaScript(
-    _NOW
+    shared_state.LUA_NOW
     + """
 local h = redis.call('HMGET', KEYS[1], 'state', 'fails', 'open_until', 'probe_until', 'slow')
 local state = h[1] or 'closed'
@@ -180,7 +175,7 @@ return {'probe', state, probe_until, fails, now, '', slow}
 #       slow ('1' when a failure took long: a timeout), count (identical outcomes, default 1).
 # -> {state, from_state ('' = no transition), fails, cooldown_ms, now_ms, reason}
 _RECORD = shared_state.LuaScript(
-    _NOW
+    shared_state.LUA_NOW
     + """
 local failed = ARGV[1] == 'failure'
 local window = tonumber(ARGV[6])

@@ -54,9 +54,8 @@ logger = logging.getLogger(__name__)
 # KEYS[1] sorted set of holders scored by lease end (ms). ARGV: holder, cap, lease ms.
 # -> {1, 0} taken, or {0, ms until the earliest lease ends}
 _ACQUIRE = shared_state.LuaScript(
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    shared_state.LUA_NOW
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -65,6 +64,17 @@ end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
 return {1, 0}
+"""
+)
+
+# Lua prelude: ``live(key)``, the places held in the holders set ``key`` whose lease
+# has not ended (holders are scored by lease end, as _ACQUIRE writes them).
+_LIVE = (
+    shared_state.LUA_NOW
+    + """
+local function live(key)
+  return redis.call('ZCOUNT', key, '(' .. now, '+inf')
+end
 """
 )
 
@@ -167,14 +177,13 @@ def endpoint_wait() -> float:
 # ARGV: cap. -> 1 when every place is held now and the breaker is closed with no slow
 # failures, else 0
 _FULL = shared_state.LuaScript(
-    """
+    _LIVE
+    + """
 local b = redis.call('HMGET', KEYS[2], 'state', 'slow')
 if (b[1] and b[1] ~= 'closed') or tonumber(b[2] or '0') > 0 then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') >= tonumber(ARGV[1]) then
+if live(KEYS[1]) >= tonumber(ARGV[1]) then
   return 1
 end
 return 0
@@ -238,13 +247,12 @@ _LINE_MAX = 100
 # ARGV: entry, entries kept at most, ms to keep the line, cap.
 # -> 1 when a place is free as the entry joins, else 0
 _JOIN_LINE = shared_state.LuaScript(
-    """
+    _LIVE
+    + """
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') < tonumber(ARGV[4]) then
+if live(KEYS[2]) < tonumber(ARGV[4]) then
   return 1
 end
 return 0

@@ -51,9 +51,8 @@ class Take:
 # ARGV: rate per second, capacity, max reserve ms, reservation grace ms.
 # -> {allowed (1|0), wait_ms, reserved (1|0)}
 _TAKE = shared_state.LuaScript(
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    shared_state.LUA_NOW
+    + """
 if redis.call('DEL', KEYS[2]) == 1 then
   return {1, 0, 0}  -- the slot this delivery reserved earlier
 end

@@ -59,6 +59,14 @@ def key(mechanism: str, endpoint_uid: str, *rest: str) -> str:
     return ":".join([PREFIX, mechanism, "{" + endpoint_uid + "}", *rest])
 
 
+# Lua prelude: ``now``, Redis's own clock in milliseconds, so every worker's script
+# times leases, cool-downs and buckets by one clock whatever the workers' clocks say.
+LUA_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+
 class LuaScript:
     """A Lua script registered on first use with the current client.
 
