@@ -28,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import DateTimeField, F, Q, Value
+from django.db.models import DateTimeField, F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -90,9 +90,7 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
     not after the maximum timeout).
     """
     now = timezone.now()
-    due = Delivery.objects.filter(
-        pk__in=list(delivery_ids), status__in=DUE_STATUSES, next_attempt_at__lte=now
-    )
+    due = _due_among(delivery_ids, now)
     if token:
         due = due.filter(lease_token=token)
     else:
@@ -118,6 +116,13 @@ def deliveries_claim(*, delivery_ids: Sequence[int], token: str | None) -> tuple
                 lease_expires_at=now + timedelta(seconds=seconds)
             )
     return claimed, claim_token
+
+
+def _due_among(delivery_ids: Sequence[int], now: datetime) -> QuerySet[Delivery]:
+    """Those of ``delivery_ids`` that are due at ``now`` (whoever holds them)."""
+    return Delivery.objects.filter(
+        pk__in=list(delivery_ids), status__in=DUE_STATUSES, next_attempt_at__lte=now
+    )
 
 
 # What an attempt reads of a delivery and its message (the rest of the row, five
@@ -377,9 +382,14 @@ def _leased(deliveries: list[Delivery], lease: str):  # type: ignore[no-untyped-
 
 def _move_leased(deliveries: list[Delivery], lease: str, **changes: Any) -> set[int]:
     """Apply ``changes`` (and ``updated_at``) to those of ``deliveries`` we still hold; their ids."""
+    return {pk for (pk,) in _move(_leased(deliveries, lease), ("pk",), **changes)}
+
+
+def _move(rows: QuerySet[Delivery], fields: tuple[str, ...], **changes: Any) -> list[tuple[Any, ...]]:
+    """Lock ``rows`` and apply ``changes`` (and ``updated_at``); ``fields`` of each row moved."""
     with transaction.atomic():
-        moved = set(_leased(deliveries, lease).select_for_update().values_list("pk", flat=True))
-        _leased(deliveries, lease).update(**changes, updated_at=timezone.now())
+        moved = list(rows.select_for_update().values_list(*fields))
+        rows.update(**changes, updated_at=timezone.now())
     return moved
 
 
@@ -464,12 +474,9 @@ def _wait_in_line_unclaimed(endpoint_uid: str, delivery_ids: Sequence[int], toke
     seconds = bulkhead.endpoint_wait()
     line_token = new_token()
     now = timezone.now()
-    with transaction.atomic():
-        due = Delivery.objects.filter(
-            pk__in=list(delivery_ids), lease_token=token, status__in=DUE_STATUSES, next_attempt_at__lte=now
-        )
-        moved = list(due.select_for_update().values_list("pk", "tenant_id", "uid"))
-        due.update(lease_token=line_token, lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
+    due = _due_among(delivery_ids, now).filter(lease_token=token)
+    lease_ends = now + timedelta(seconds=seconds)
+    moved = _move(due, ("pk", "tenant_id", "uid"), lease_token=line_token, lease_expires_at=lease_ends)
     if moved:
         _join_line(endpoint_uid, [pk for pk, _, _ in moved], line_token, seconds)
     _announce_deferred(
