@@ -318,6 +318,19 @@ def test_a_rate_limited_endpoint_gets_at_most_its_rate_and_nothing_is_dropped(
 # --- Automatic disabling --------------------------------------------------------------------
 
 
+def _complete_mail(mail_dir: Path) -> str | None:
+    """The first mail file's text once Django's file backend has written it to its end.
+
+    The backend creates the file before it writes the message (and ends each message with a
+    line of 79 dashes), so a file that merely exists may still be empty.
+    """
+    for path in sorted(mail_dir.glob("*.log")):
+        text = path.read_text()
+        if "-" * 79 in text:
+            return text
+    return None
+
+
 def test_an_endpoint_failing_for_the_window_is_disabled_with_notice_and_recovered(
     make_worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type, tmp_path: Path
 ):
@@ -350,8 +363,7 @@ def test_an_endpoint_failing_for_the_window_is_disabled_with_notice_and_recovere
     assert row.disabled_reason.startswith("Disabled automatically")
     event = OperationalEvent.objects.get(kind="endpoint.disabled", endpoint=row)
     assert event.payload["trigger"] == "failing"
-    mail = wait_until(lambda: list(mail_dir.glob("*.log")), 10, "the email file")
-    text = mail[0].read_text()
+    text = wait_until(lambda: _complete_mail(mail_dir), 10, "the email file, written to its end")
     assert "To: alice@acme.test" in text and endpoint.uid in text
 
     # and a new message for it is kept as skipped
