@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, Playwright, expect, sync_playwright
 
 from tests.e2e.conftest import broker, e2e_settings, receiver, worker  # noqa: F401  (fixtures)
 
@@ -93,6 +93,7 @@ def watch() -> Watch:
 def page(browser: Browser, live_server: Any, watch: Watch, request: pytest.FixtureRequest) -> Iterator[Page]:
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
+    expect.set_options(timeout=15_000)  # expect() keeps its own 5 s default otherwise
     tab = context.new_page()
 
     def on_dialog(dialog: Dialog) -> None:

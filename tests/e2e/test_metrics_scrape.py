@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.helpers import assert_ledger, publish, register_endpoint
+from tests.e2e.helpers import assert_ledger, publish, register_endpoint, wait_until
 from tests.e2e.receiver import Receiver, Reply
 from tests.unit.test_metrics import _value
 
@@ -45,7 +45,12 @@ def test_counters_move_by_the_right_amounts(
     messages = [publish(api, tenant, event_type, {"n": n}) for n in range(2)]
     assert_ledger(receiver, messages, [ok, flaky])
 
-    worker_text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    def counted_all() -> str | None:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return text if _value(text, "hookpost_attempts_total", outcome="succeeded", tenant="") >= 4 else None
+
+    # The counters move just after the commit the ledger saw: wait for the last one.
+    worker_text = wait_until(counted_all, 5, "the worker's counters")
     # 2 messages x 2 endpoints succeeded; the flaky endpoint's first request got a 500.
     assert _value(worker_text, "hookpost_attempts_total", outcome="succeeded", tenant="") == 4
     assert _value(worker_text, "hookpost_attempts_total", outcome="failed", tenant="") == 1

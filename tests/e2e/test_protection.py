@@ -95,7 +95,8 @@ def test_breaker_shared_by_two_workers_opens_probes_once_doubles_and_closes(
     wait_until(lambda: endpoint_row(endpoint).circuit_state == "open", 15, "the circuit to open")
     opened_at = endpoint_row(endpoint).circuit_changed_at
     assert opened_at is not None
-    time.sleep(0.3)  # a straggler in flight lands
+    # a straggler in flight lands; no probe can leave before the 1 s cool-down ends
+    time.sleep(max(0.3, opened_at.timestamp() + 0.75 - time.time()))
     before_probes = len(receiver.received("/down"))
     assert 5 <= before_probes <= 6, before_probes
 
@@ -141,13 +142,19 @@ def test_deferred_deliveries_keep_their_attempt_count_and_all_arrive_after_recov
     api = make_client(tenant).client
     receiver.script("/flaky", Reply(503))
     endpoint = register_endpoint(api, tenant, receiver, "/flaky", timeout_seconds=1, retry_schedule=[1] * 20)
-    make_worker(extra_env={**BREAKER_ENV, "HOOKPOST_BREAKER_COOLDOWN_SECONDS": "3"})
+    # (a cool-down long enough that no half-open probe goes out while we look)
+    make_worker(extra_env={**BREAKER_ENV, "HOOKPOST_BREAKER_COOLDOWN_SECONDS": "10"})
     first = [publish(api, tenant, event_type, {"n": n}) for n in range(5)]
     wait_until(lambda: endpoint_row(endpoint).circuit_state == "open", 15, "the circuit to open")
 
     # when 15 more messages arrive while it is open
     later = [publish(api, tenant, event_type, {"n": n}) for n in range(5, 20)]
-    time.sleep(1.0)
+
+    def deferred() -> bool:
+        rows = Delivery.objects.filter(message__uid__in=later)
+        return all(d.lease_token is None and d.next_attempt_at > timezone.now() for d in rows)
+
+    wait_until(deferred, 8, "the worker to defer the later deliveries")
 
     # then they are deferred without an attempt: still pending, attempt count 0, nothing sent
     rows = Delivery.objects.filter(message__uid__in=later)

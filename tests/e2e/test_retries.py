@@ -6,6 +6,7 @@ Timing assertions are bounds, never exact times: an attempt can only happen
 after its scheduled time, and at most one scheduler tick plus processing
 (``SLACK``) later.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,8 +31,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 JITTER = 0.2  # the default HOOKPOST_RETRY_JITTER the worker runs with
 TICK = 0.25  # HOOKPOST_SCHEDULER_INTERVAL_SECONDS in the e2e worker
-SLACK = TICK + 0.5  # one tick, plus queueing, claiming and a loaded machine
-RECORDING = 0.1  # from the end of the request to the moment the delay is computed
+SLACK = TICK + 1.0  # one tick, plus queueing, claiming and a loaded 2-core CI machine
+RECORDING = 0.3  # from the end of the request to the moment the delay is computed (Redis, a busy worker)
 
 
 def _scheduled_delays(deliveries: list[Delivery], retries: int, timeout: float) -> dict[int, list[float]]:
