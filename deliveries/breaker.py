@@ -46,6 +46,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -290,7 +291,11 @@ return 0
 
 
 def _keys(endpoint: Endpoint) -> list[str]:
-    return [shared_state.key("breaker", endpoint.uid), shared_state.key("breaker", endpoint.uid, "window")]
+    return [_state_key(endpoint.uid), shared_state.key("breaker", endpoint.uid, "window")]
+
+
+def _state_key(endpoint_uid: str) -> str:
+    return shared_state.key("breaker", endpoint_uid)
 
 
 def _text(value: object) -> str:
@@ -432,6 +437,35 @@ def snapshot(endpoint: Endpoint) -> Snapshot | None:
         window_attempts=attempts,
         window_failures=failures,
     )
+
+
+def cooling_down(endpoint_uids: Collection[str]) -> dict[str, float]:
+    """Of these endpoints, those whose circuit is open with its cool-down still running,
+    each with the seconds it has left (by Redis's clock).
+
+    ``admit`` would deny every attempt to them until then, so the hand-off
+    defers their work without queuing it (``admission.held_by_open_circuits``).
+    Read-only, and one round trip however many endpoints; empty when Redis is
+    unavailable, which leaves every decision to ``admit``.
+    """
+    uids = list(dict.fromkeys(endpoint_uids))
+    if not uids:
+        return {}
+    try:
+        pipe = shared_state.client().pipeline(transaction=False)
+        for uid in uids:
+            pipe.hmget(_state_key(uid), "state", "open_until")
+        pipe.time()
+        *states, (secs, micros) = pipe.execute()
+    except redis.RedisError:
+        logger.warning("breakers unavailable; leaving %d endpoints to admission", len(uids), exc_info=True)
+        return {}
+    now_ms = int(secs) * 1000 + int(micros) // 1000
+    left: dict[str, float] = {}
+    for uid, (state, until) in zip(uids, states, strict=True):
+        if state is not None and _text(state) == OPEN and until is not None and int(until) > now_ms:
+            left[uid] = (int(until) - now_ms) / 1000
+    return left
 
 
 # --- Announcing transitions ---------------------------------------------------------

@@ -473,18 +473,63 @@ def _wait_in_line_unclaimed(endpoint_uid: str, delivery_ids: Sequence[int], toke
     """
     seconds = bulkhead.endpoint_wait()
     line_token = new_token()
-    now = timezone.now()
-    due = _due_among(delivery_ids, now).filter(lease_token=token)
-    lease_ends = now + timedelta(seconds=seconds)
-    moved = _move(due, ("pk", "tenant_id", "uid"), lease_token=line_token, lease_expires_at=lease_ends)
-    if moved:
-        _join_line(endpoint_uid, [pk for pk, _, _ in moved], line_token, seconds)
-    _announce_deferred(
-        [(endpoint_uid, tenant_id, uid) for _, tenant_id, uid in moved],
+    lease_ends = timezone.now() + timedelta(seconds=seconds)
+    moved = _move_unclaimed(
+        endpoint_uid,
+        delivery_ids,
+        token,
         seconds=seconds,
         reason=admission.BULKHEAD,
+        lease_token=line_token,
+        lease_expires_at=lease_ends,
     )
-    return {pk: "deferred" for pk, _, _ in moved}
+    if moved:
+        _join_line(endpoint_uid, moved, line_token, seconds)
+    return {pk: "deferred" for pk in moved}
+
+
+def deliveries_defer_unclaimed(
+    *, endpoint_uid: str, delivery_ids: Sequence[int], token: str, seconds: float, reason: str
+) -> int:
+    """Defer by ``seconds``, without claiming them, those of ``delivery_ids`` still due under
+    the dispatch lease ``token``; how many were deferred.
+
+    For the hand-off, when admission would refuse the whole batch anyway (the
+    endpoint's circuit is open, ``deliveries.tasks.enqueue``): no row loaded,
+    no attempt spent, the lease released, so the scheduler hands them out
+    again when the wait ends. Rows someone else holds are left alone.
+    """
+    due_at = timezone.now() + timedelta(seconds=seconds)
+    moved = _move_unclaimed(
+        endpoint_uid,
+        delivery_ids,
+        token,
+        seconds=seconds,
+        reason=reason,
+        next_attempt_at=due_at,
+        lease_token=None,
+        lease_expires_at=None,
+    )
+    return len(moved)
+
+
+def _move_unclaimed(
+    endpoint_uid: str,
+    delivery_ids: Sequence[int],
+    token: str,
+    *,
+    seconds: float,
+    reason: str,
+    **changes: Any,
+) -> list[int]:
+    """Apply ``changes`` to those of ``delivery_ids`` still due under ``token`` and announce
+    them as deferred for ``seconds``; their ids."""
+    due = _due_among(delivery_ids, timezone.now()).filter(lease_token=token)
+    moved = _move(due, ("pk", "tenant_id", "uid"), **changes)
+    _announce_deferred(
+        [(endpoint_uid, tenant_id, uid) for _, tenant_id, uid in moved], seconds=seconds, reason=reason
+    )
+    return [pk for pk, _, _ in moved]
 
 
 def _join_line(endpoint_uid: str, delivery_ids: Iterable[int], token: str, seconds: float) -> None:

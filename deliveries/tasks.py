@@ -13,7 +13,7 @@ from celery import shared_task
 from django.conf import settings
 
 from config.celery import FIRST_QUEUE, RETRY_QUEUE, app
-from deliveries import dispatch, engine, retention, scheduler
+from deliveries import admission, dispatch, engine, retention, scheduler
 from deliveries.models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -95,15 +95,41 @@ def enqueue(
     of ``HOOKPOST_DELIVERY_BATCH_SIZE``, oldest first: a batch only ever waits
     on its own endpoint. Each task names its endpoint, so a worker can see the
     endpoint is full before claiming anything.
+
+    Retry-lane work for an endpoint whose circuit is open is not queued: it
+    is deferred to the end of the cool-down in the database
+    (``admission.held_by_open_circuits``), as a worker would only claim it to
+    defer it.
     """
     if endpoints is None:
         endpoints = dict(Delivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint__uid"))
+    cut = batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE)
+    held = {} if first_attempt else admission.held_by_open_circuits({uid for uid, _ in cut if uid})
     queue = FIRST_QUEUE if first_attempt else RETRY_QUEUE
     with app.producer_or_acquire() as producer:
-        for endpoint_uid, batch in batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE):
+        for endpoint_uid, batch in cut:
+            if endpoint_uid in held and _deferred(endpoint_uid, batch, token, held[endpoint_uid]):
+                continue
             deliver_batch.apply_async(
                 args=(batch, token), kwargs={"endpoint_uid": endpoint_uid}, queue=queue, producer=producer
             )
+
+
+def _deferred(endpoint_uid: str, batch: list[int], token: str, seconds: float) -> bool:
+    """Defer a batch whose endpoint's circuit is open; False if that failed (queue it then:
+    the worker's admission defers it the usual way)."""
+    try:
+        engine.deliveries_defer_unclaimed(
+            endpoint_uid=endpoint_uid,
+            delivery_ids=batch,
+            token=token,
+            seconds=seconds,
+            reason=admission.CIRCUIT_OPEN,
+        )
+    except Exception:
+        logger.exception("could not defer %d deliveries for %s; queuing them", len(batch), endpoint_uid)
+        return False
+    return True
 
 
 def batches(
