@@ -127,9 +127,8 @@ def held_by_open_circuits(endpoint_uids: Collection[str]) -> dict[str, float]:
     the first delivery of each, asked for all of them in one round trip.
 
     The hand-off (``deliveries.tasks.enqueue``) defers their deliveries in the
-    database instead of queuing tasks that would claim them only to defer them:
-    beside a thousand endpoints that are down, that work was a worker's worth of
-    CPU taken from the healthy ones.
+    database instead of queuing tasks that would claim them only to defer them,
+    a claim and a deferral per endpoint and hand-off for as long as it is down.
     """
     return {uid: _jittered(left) for uid, left in breaker.cooling_down(endpoint_uids).items()}
 
