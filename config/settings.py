@@ -227,8 +227,9 @@ HOOKPOST_DISPATCH_LEASE_SECONDS = env_int("HOOKPOST_DISPATCH_LEASE_SECONDS", 120
 HOOKPOST_SCHEDULER_INTERVAL_SECONDS = float(env_str("HOOKPOST_SCHEDULER_INTERVAL_SECONDS", "1") or 1)
 HOOKPOST_SCHEDULER_BATCH = env_int("HOOKPOST_SCHEDULER_BATCH", 500)
 # The scheduler keeps at most this many delivery tasks (each a batch of up to
-# HOOKPOST_DELIVERY_BATCH_SIZE deliveries) queued in Redis; the rest wait in
-# PostgreSQL, so a large backlog costs the broker nothing.
+# HOOKPOST_DELIVERY_BATCH_SIZE deliveries) queued in Redis per delivery queue
+# (first attempts, retries); the rest wait in PostgreSQL, so a large backlog
+# costs the broker nothing.
 HOOKPOST_QUEUE_TARGET_DEPTH = env_int("HOOKPOST_QUEUE_TARGET_DEPTH", 200)
 HOOKPOST_MAX_INTERNAL_FAILURES = env_int("HOOKPOST_MAX_INTERNAL_FAILURES", 3)
 # One delivery task carries up to this many deliveries, all to one endpoint:

@@ -12,8 +12,9 @@ a circuit not closed) or has never succeeded, to the retry queue
 
 Retry delays are never held as Celery countdowns/ETAs: those would sit in
 worker memory and be redelivered past the broker's visibility timeout. The
-queue in Redis is kept short (``HOOKPOST_QUEUE_TARGET_DEPTH``); a backlog of
-millions waits in PostgreSQL.
+queues in Redis are kept short (``HOOKPOST_QUEUE_TARGET_DEPTH`` each, topped up
+by ``deliveries.tasks.dispatch_due``, one lane only when the other's queue is
+full); a backlog of millions waits in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ def first_lane(
     )
 
 
+# first_lane() as a filter on Delivery rows, for a round that may fill only one lane.
+FIRST_LANE_ROWS = Q(
+    attempt_count=0,
+    endpoint__consecutive_failures=0,
+    endpoint__circuit_state="closed",
+    endpoint__last_success_at__isnull=False,
+)
+FIRST, RETRY = "first", "retry"
+BOTH_LANES = frozenset({FIRST, RETRY})
+
+
 def due_deliveries(now=None):  # type: ignore[no-untyped-def]
     """Deliveries that are due and not held by a live lease, oldest due first."""
     now = now or timezone.now()
@@ -77,17 +89,25 @@ def due_deliveries(now=None):  # type: ignore[no-untyped-def]
     )
 
 
-def dispatch_due(*, enqueue: Enqueue, limit: int) -> DispatchReport:
-    """Claim up to ``limit`` due deliveries and queue them after commit."""
-    if limit <= 0:
+def dispatch_due(*, enqueue: Enqueue, limit: int, lanes: frozenset[str] = BOTH_LANES) -> DispatchReport:
+    """Claim up to ``limit`` due deliveries bound for ``lanes`` and queue them after commit.
+
+    One lane only when the other's queue is full: the oldest due work of a lane
+    with room is never held back by a lane without (a broken tenant's retries
+    filling the retry queue must not stop healthy first attempts).
+    """
+    if limit <= 0 or not lanes:
         return DispatchReport(0, 0, 0)
     now = timezone.now()
     token = new_token()
+    due = due_deliveries(now)
+    if lanes == {FIRST}:
+        due = due.filter(FIRST_LANE_ROWS)
+    elif lanes == {RETRY}:
+        due = due.exclude(FIRST_LANE_ROWS)
     with transaction.atomic():
         rows = list(
-            due_deliveries(now)
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list(
+            due.select_for_update(skip_locked=True, of=("self",)).values_list(
                 "pk",
                 "attempt_count",
                 "endpoint__consecutive_failures",

@@ -43,23 +43,28 @@ def deliver(delivery_id: int, token: str | None = None) -> None:
 def dispatch_due() -> None:
     """Scheduler tick: top the delivery queues up from PostgreSQL.
 
-    The target depth counts queued tasks, each a batch of up to
+    Each queue (first attempts, retries) is topped up to
+    ``HOOKPOST_QUEUE_TARGET_DEPTH`` queued tasks, each a batch of up to
     ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries. The tick hands out rounds of
-    due deliveries until the queues hold the target again, and never more
-    than a full queue's worth of deliveries in one tick (a broker that cannot
-    report its depth counts as empty).
+    due deliveries while a queue has room, only for the lanes that have, and
+    never more than both queues' worth of deliveries in one tick (a broker
+    that cannot report its depth counts as empty).
     """
-    batch = settings.HOOKPOST_SCHEDULER_BATCH
-    budget = settings.HOOKPOST_QUEUE_TARGET_DEPTH * settings.HOOKPOST_DELIVERY_BATCH_SIZE
+    target = settings.HOOKPOST_QUEUE_TARGET_DEPTH
+    size = settings.HOOKPOST_DELIVERY_BATCH_SIZE
+    budget = 2 * target * size
     total = 0
     while total < budget:
-        free = settings.HOOKPOST_QUEUE_TARGET_DEPTH - queued_count()
-        if free <= 0:
+        depths = queue_depths()
+        free = {scheduler.FIRST: target - depths[FIRST_QUEUE], scheduler.RETRY: target - depths[RETRY_QUEUE]}
+        lanes = frozenset(lane for lane, room in free.items() if room > 0)
+        if not lanes:
             break
-        # Each free task may carry a batch; the queue is measured again after every
+        # Each free task may carry a batch; the queues are measured again after every
         # round, so work spread over many endpoints (small batches) stops at the target.
-        want = min(batch, free * settings.HOOKPOST_DELIVERY_BATCH_SIZE, budget - total)
-        report = scheduler.dispatch_due(enqueue=enqueue, limit=want)
+        room = min(free[lane] for lane in lanes) * size
+        want = min(settings.HOOKPOST_SCHEDULER_BATCH, room, budget - total)
+        report = scheduler.dispatch_due(enqueue=enqueue, limit=want, lanes=lanes)
         total += report.dispatched
         if report.dispatched < want:
             break
@@ -150,18 +155,23 @@ def batches(
 
 def queued_count() -> int:
     """Tasks waiting in the delivery queues (0 if the broker cannot say)."""
-    total = 0
+    return sum(queue_depths().values())
+
+
+def queue_depths() -> dict[str, int]:
+    """Tasks waiting in each delivery queue (0 for a queue the broker cannot report)."""
+    depths = dict.fromkeys((FIRST_QUEUE, RETRY_QUEUE), 0)
     try:
         with app.connection_for_read() as conn:
             channel = conn.default_channel
-            for name in (FIRST_QUEUE, RETRY_QUEUE):
+            for name in depths:
                 try:
-                    total += channel.queue_declare(queue=name, passive=True).message_count
+                    depths[name] = channel.queue_declare(queue=name, passive=True).message_count
                 except conn.channel_errors:  # an empty queue does not exist in Redis: 0 waiting
                     continue
     except Exception:  # a missing queue or a broker hiccup: assume empty
         logger.debug("could not read queue depth", exc_info=True)
-    return total
+    return depths
 
 
 def enqueue_fresh(delivery_ids: list[int], token: str) -> None:

@@ -69,3 +69,28 @@ def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, mo
         ([deliveries["healthy"].pk], True),
         (sorted([deliveries["failing"].pk, deliveries["open"].pk, deliveries["unproven"].pk]), False),
     ]
+
+
+@pytest.mark.parametrize("lane", [scheduler.FIRST, scheduler.RETRY])
+def test_a_round_for_one_lane_hands_out_only_that_lanes_work(
+    endpoints, lane, django_capture_on_commit_callbacks
+):
+    # (the tick asks for one lane when the other's queue is full)
+    first = {name: _due(endpoint) for name, endpoint in endpoints.items()}
+    retry = _due(endpoints["healthy"], attempts=2)
+    handed: dict[bool, list[int]] = {True: [], False: []}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler.dispatch_due(
+            enqueue=lambda ids, token, first: handed[first].extend(ids), limit=10, lanes=frozenset({lane})
+        )
+
+    if lane == scheduler.FIRST:
+        assert handed == {True: [first["healthy"].pk], False: []}
+    else:
+        assert handed[True] == []
+        assert sorted(handed[False]) == sorted(
+            [first["failing"].pk, first["open"].pk, first["unproven"].pk, retry.pk]
+        )
+    left = Delivery.objects.filter(lease_token__isnull=True).count()
+    assert left == 5 - len(handed[True]) - len(handed[False])

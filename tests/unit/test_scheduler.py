@@ -429,40 +429,40 @@ def test_queued_count_counts_one_queue_while_the_other_is_empty(broker, first_at
     assert tasks.queued_count() == 3
 
 
-def test_the_scheduler_tick_queues_due_work_up_to_the_target_depth(broker, make_due, settings):
-    # given three first attempts and two retries due, and a queue target depth of 4
+def test_the_scheduler_tick_tops_each_queue_up_to_the_target_depth(broker, make_due, settings):
+    # given three retries and, due later, three first attempts, and a target depth of 2 per queue
     now = timezone.now()
-    fresh = [make_due(next_attempt_at=now - timedelta(seconds=50 - i)) for i in range(3)]
     failed = Delivery.Status.FAILED
     retries = [
-        make_due(status=failed, attempt_count=1, next_attempt_at=now - timedelta(seconds=s)) for s in (10, 9)
+        make_due(status=failed, attempt_count=1, next_attempt_at=now - timedelta(seconds=60 - i))
+        for i in range(3)
     ]
-    settings.HOOKPOST_QUEUE_TARGET_DEPTH = 4
-    settings.HOOKPOST_SCHEDULER_BATCH = 3
+    fresh = [make_due(next_attempt_at=now - timedelta(seconds=50 - i)) for i in range(3)]
+    settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
+    settings.HOOKPOST_SCHEDULER_BATCH = 10
     settings.HOOKPOST_DELIVERY_BATCH_SIZE = 1  # one delivery per task, so depth counts deliveries
 
     # when the scheduler tick runs
     tasks.dispatch_due()
 
-    # then the four oldest due are queued: first attempts and the first retry on their queues,
-    # each with the lease token now on its row
+    # then each queue holds its two oldest, each task with the lease token now on its row
     leases = dict(Delivery.objects.values_list("pk", "lease_token"))
-    assert _queued(broker, FIRST_QUEUE) == [
-        ("hookpost.deliver_batch", [[d.pk], leases[d.pk]], FIRST_QUEUE) for d in fresh
-    ]
-    oldest = retries[0].pk
     assert _queued(broker, RETRY_QUEUE) == [
-        ("hookpost.deliver_batch", [[oldest], leases[oldest]], RETRY_QUEUE)
+        ("hookpost.deliver_batch", [[d.pk], leases[d.pk]], RETRY_QUEUE) for d in retries[:2]
     ]
-    assert leases[retries[1].pk] is None
+    assert _queued(broker, FIRST_QUEUE) == [
+        ("hookpost.deliver_batch", [[d.pk], leases[d.pk]], FIRST_QUEUE) for d in fresh[:2]
+    ]
+    assert leases[retries[2].pk] is None and leases[fresh[2].pk] is None
 
     # and while the queues are full a further tick queues nothing more
     tasks.dispatch_due()
-    assert tasks.queued_count() == 4
-    assert Delivery.objects.get(pk=retries[1].pk).lease_token is None
+    assert tasks.queue_depths() == {FIRST_QUEUE: 2, RETRY_QUEUE: 2}
 
-    # and once a worker took one, the next tick tops the queues up with the last one
+    # and once a worker took a first attempt, the next tick queues the last first attempt,
+    # although the last retry has been due longer: the full retry queue holds back no other lane
     broker.rpop(FIRST_QUEUE)
     tasks.dispatch_due()
-    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[retries[0].pk], [retries[1].pk]]
-    assert tasks.queued_count() == 4
+    assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[fresh[1].pk], [fresh[2].pk]]
+    assert tasks.queue_depths() == {FIRST_QUEUE: 2, RETRY_QUEUE: 2}
+    assert Delivery.objects.get(pk=retries[2].pk).lease_token is None
