@@ -2,7 +2,7 @@
 
 Processes are the production ones (docs/operations.md): gunicorn with
 config/gunicorn.py for the API; for delivery, ``WORKER_PROCESSES`` workers
-``celery -A config worker --pool threads --concurrency 16 -Q deliveries.first``
+``celery -A config worker --pool threads --concurrency 16 -Q deliveries.first,maintenance``
 (the first with the embedded scheduler, ``-B``) and one for the retry lane;
 DEBUG off.
 
@@ -14,11 +14,13 @@ measured by the ingest scenario.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -77,9 +79,10 @@ class Stack:
     def __init__(self, env: BenchEnv, name: str) -> None:
         flush_redis(env)
         self.first = [
-            _worker(env, f"{name}-first{i}", "deliveries.first", beat=i == 0) for i in range(WORKER_PROCESSES)
+            _worker(env, f"{name}-first{i}", "deliveries.first,maintenance", beat=i == 0)
+            for i in range(WORKER_PROCESSES)
         ]
-        self.retry = _worker(env, f"{name}-retry", "deliveries.retry,maintenance", beat=False)
+        self.retry = _worker(env, f"{name}-retry", "deliveries.retry", beat=False)
         self.rss_start_kb = 0
 
     @property
@@ -364,9 +367,17 @@ def ingest_run(
 
 class BrokenTraffic:
     """A tenant whose ``n`` endpoints all fail (a third refused, a third 500, a third hanging),
-    receiving one message every ``interval`` seconds from a background thread."""
+    receiving one message every ``interval`` seconds.
 
-    def __init__(self, nginx: Nginx, hanging: Hanging, n: int, interval: float, uid: str) -> None:
+    The messages are published by a process of their own (``python -m bench.hookpost
+    broken``), as another service would publish them: from a thread of this process,
+    each publish of a message to a thousand endpoints held the GIL the healthy tenant's
+    publishing and the ledger's reading need, and the isolation runs measured that.
+    """
+
+    def __init__(
+        self, env: BenchEnv, nginx: Nginx, hanging: Hanging, n: int, interval: float, uid: str
+    ) -> None:
         urls = []
         for i in range(n):
             kind = i % 3
@@ -378,26 +389,53 @@ class BrokenTraffic:
                 else hanging.url(f"/hang/{i}")
             )
         self.tenant = make_tenant(uid, urls)
+        self.env = env
         self.interval = interval
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.count_file = env.workdir / f"broken-{uid}.count"
+        self.process: Process | None = None
 
-    def _loop(self) -> None:
-        from django.db import connection
-
+    @property
+    def sent(self) -> int:
+        """Messages published so far (the publisher rewrites the count after each)."""
         try:
-            while not self._stop.is_set():
-                publish(self.tenant, 1, tag="broken")
-                self.sent += 1
-                self._stop.wait(self.interval)
-        finally:
-            connection.close()
+            return int(self.count_file.read_text() or 0)
+        except (OSError, ValueError):
+            return 0
 
     def start(self) -> BrokenTraffic:
-        self._thread.start()
+        self.count_file.write_text("0")
+        command = [
+            sys.executable, "-m", "bench.hookpost", "broken",
+            self.tenant.model.uid, str(self.interval), str(self.count_file),
+        ]  # fmt: skip
+        self.process = Process(
+            "broken-publisher", command, self.env.hookpost_env(), self.env.workdir / "broken-publisher.log"
+        )
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        if self.process is not None:
+            self.process.stop()
+
+
+def _publish_broken(tenant_uid: str, interval: float, count_file: str) -> None:
+    """The broken tenant's publisher process: one message every ``interval`` s until stopped."""
+    import django
+
+    django.setup()
+    from webhooks.models import Tenant as TenantModel
+
+    tenant = Tenant(model=TenantModel.objects.get(uid=tenant_uid), paths=[])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sent = 0
+    while not stop.is_set():
+        publish(tenant, 1, tag="broken")
+        sent += 1
+        Path(count_file).write_text(str(sent))
+        stop.wait(interval)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["broken"]:
+        _publish_broken(sys.argv[2], float(sys.argv[3]), sys.argv[4])
