@@ -124,6 +124,14 @@ class Delivery(models.Model):
                 condition=Q(status__in=["pending", "failed"]),
                 name="delivery_due",
             ),
+            # An endpoint's due work, for the scheduler's first-lane-only rounds (the retry
+            # queue full): they look for due rows of healthy endpoints, which without it
+            # meant reading each endpoint's whole history, or every other lane's due row.
+            models.Index(
+                fields=["endpoint", "next_attempt_at"],
+                condition=Q(status__in=["pending", "failed"]),
+                name="delivery_endpoint_due",
+            ),
         ]
 
     def __str__(self) -> str:
