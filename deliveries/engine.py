@@ -21,14 +21,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import DateTimeField, F, Q, QuerySet, Value
+from django.db.models import Case, DateTimeField, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -489,28 +489,47 @@ def _wait_in_line_unclaimed(endpoint_uid: str, delivery_ids: Sequence[int], toke
 
 
 def deliveries_defer_unclaimed(
-    *, endpoint_uid: str, delivery_ids: Sequence[int], token: str, seconds: float, reason: str
-) -> int:
-    """Defer by ``seconds``, without claiming them, those of ``delivery_ids`` still due under
-    the dispatch lease ``token``; how many were deferred.
+    *, batches: Sequence[tuple[str, Sequence[int]]], token: str, waits: Mapping[str, float], reason: str
+) -> set[int]:
+    """Defer, without claiming them, the deliveries of ``batches`` (endpoint uid, ids) still
+    due under the dispatch lease ``token``, each by its endpoint's ``waits`` seconds, in one
+    statement; the ids deferred.
 
     For the hand-off, when admission would refuse the whole batch anyway (the
     endpoint's circuit is open, ``deliveries.tasks.enqueue``): no row loaded,
     no attempt spent, the lease released, so the scheduler hands them out
-    again when the wait ends. Rows someone else holds are left alone.
+    again when the wait ends. Rows someone else holds, and rows of a disabled
+    endpoint (a worker marks those skipped), are left alone.
     """
-    due_at = timezone.now() + timedelta(seconds=seconds)
-    moved = _move_unclaimed(
-        endpoint_uid,
-        delivery_ids,
-        token,
-        seconds=seconds,
-        reason=reason,
-        next_attempt_at=due_at,
-        lease_token=None,
-        lease_expires_at=None,
+    now = timezone.now()
+    ids = [pk for _, group in batches for pk in group]
+    if not ids:
+        return set()
+    until = {uid: now + timedelta(seconds=waits[uid]) for uid, _ in batches}
+    due_at = Case(
+        *[When(pk__in=list(group), then=Value(until[uid])) for uid, group in batches],
+        output_field=DateTimeField(),
     )
-    return len(moved)
+    enabled = Endpoint.objects.filter(uid__in=list(until), enabled=True).values("pk")
+    rows = _due_among(ids, now).filter(lease_token=token, endpoint_id__in=enabled)
+    moved = _move(
+        rows, ("pk", "tenant_id", "uid"), next_attempt_at=due_at, lease_token=None, lease_expires_at=None
+    )
+    who = {pk: (tenant_id, uid) for pk, tenant_id, uid in moved}
+    for endpoint_uid, group in batches:
+        deferred = [(endpoint_uid, *who[pk]) for pk in group if pk in who]
+        if deferred:
+            _announce_deferred(deferred, seconds=waits[endpoint_uid], reason=reason)
+    return set(who)
+
+
+def deliveries_release_unclaimed(*, delivery_ids: Sequence[int], token: str) -> int:
+    """Give back the dispatch lease ``token`` on those of ``delivery_ids`` still under it,
+    unclaimed: they stay due, and the scheduler hands them out when a queue has room.
+    How many were released."""
+    return Delivery.objects.filter(pk__in=list(delivery_ids), lease_token=token).update(
+        lease_token=None, lease_expires_at=None, updated_at=timezone.now()
+    )
 
 
 def _move_unclaimed(

@@ -46,28 +46,28 @@ def dispatch_due() -> None:
     Each queue (first attempts, retries) is topped up to
     ``HOOKPOST_QUEUE_TARGET_DEPTH`` queued tasks, each a batch of up to
     ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries. The tick hands out rounds of
-    due deliveries while a queue has room, only for the lanes that have, and
-    never more than both queues' worth of deliveries in one tick (a broker
-    that cannot report its depth counts as empty).
+    one lane's due deliveries while its queue has room, first attempts first,
+    and never more than a full queue's worth of deliveries per lane in one
+    tick (a broker that cannot report its depth counts as empty).
     """
     target = settings.HOOKPOST_QUEUE_TARGET_DEPTH
     size = settings.HOOKPOST_DELIVERY_BATCH_SIZE
-    budget = 2 * target * size
     total = 0
-    while total < budget:
-        depths = queue_depths()
-        free = {scheduler.FIRST: target - depths[FIRST_QUEUE], scheduler.RETRY: target - depths[RETRY_QUEUE]}
-        lanes = frozenset(lane for lane, room in free.items() if room > 0)
-        if not lanes:
-            break
-        # Each free task may carry a batch; the queues are measured again after every
-        # round, so work spread over many endpoints (small batches) stops at the target.
-        room = min(free[lane] for lane in lanes) * size
-        want = min(settings.HOOKPOST_SCHEDULER_BATCH, room, budget - total)
-        report = scheduler.dispatch_due(enqueue=enqueue, limit=want, lanes=lanes)
-        total += report.dispatched
-        if report.dispatched < want:
-            break
+    for lane, queue in ((scheduler.FIRST, FIRST_QUEUE), (scheduler.RETRY, RETRY_QUEUE)):
+        # One lane per round, so a lane's rows never wait behind the other's older ones.
+        budget, handed = target * size, 0
+        while handed < budget:
+            free = target - queue_depths()[queue]
+            if free <= 0:
+                break
+            # Each free task may carry a batch; the queue is measured again after every
+            # round, so work spread over many endpoints (small batches) stops at the target.
+            want = min(settings.HOOKPOST_SCHEDULER_BATCH, free * size, budget - handed)
+            report = scheduler.dispatch_due(enqueue=enqueue, limit=want, lanes=frozenset({lane}))
+            handed += report.dispatched
+            if report.dispatched < want:
+                break
+        total += handed
     if total:
         logger.info("dispatched %d due deliveries", total)
 
@@ -110,31 +110,35 @@ def enqueue(
         endpoints = dict(Delivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint__uid"))
     cut = batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE)
     held = {} if first_attempt else admission.held_by_open_circuits({uid for uid, _ in cut if uid})
+    if held:
+        open_batches = [b for b in cut if b[0] in held]
+        cut = [b for b in cut if b[0] not in held] + _not_deferred(open_batches, token, held)
     queue = FIRST_QUEUE if first_attempt else RETRY_QUEUE
     with app.producer_or_acquire() as producer:
         for endpoint_uid, batch in cut:
-            if endpoint_uid in held and _deferred(endpoint_uid, batch, token, held[endpoint_uid]):
-                continue
             deliver_batch.apply_async(
                 args=(batch, token), kwargs={"endpoint_uid": endpoint_uid}, queue=queue, producer=producer
             )
 
 
-def _deferred(endpoint_uid: str, batch: list[int], token: str, seconds: float) -> bool:
-    """Defer a batch whose endpoint's circuit is open; False if that failed (queue it then:
-    the worker's admission defers it the usual way)."""
+def _not_deferred(
+    held_batches: list[tuple[str | None, list[int]]], token: str, waits: dict[str, float]
+) -> list[tuple[str | None, list[int]]]:
+    """Defer, in one statement, the batches whose endpoint's circuit is open; the batches
+    to queue after all: those with no delivery deferred (a disabled endpoint's, which
+    the worker marks skipped at once), or all of them if the deferral failed (the
+    worker's admission defers them the usual way)."""
     try:
-        engine.deliveries_defer_unclaimed(
-            endpoint_uid=endpoint_uid,
-            delivery_ids=batch,
+        moved = engine.deliveries_defer_unclaimed(
+            batches=[(uid, ids) for uid, ids in held_batches if uid],
             token=token,
-            seconds=seconds,
+            waits=waits,
             reason=admission.CIRCUIT_OPEN,
         )
     except Exception:
-        logger.exception("could not defer %d deliveries for %s; queuing them", len(batch), endpoint_uid)
-        return False
-    return True
+        logger.exception("could not defer %d batches of open circuits; queuing them", len(held_batches))
+        return held_batches
+    return [(uid, ids) for uid, ids in held_batches if moved.isdisjoint(ids)]
 
 
 def batches(
@@ -178,7 +182,8 @@ def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     """Queue freshly accepted deliveries: first attempts, except that work for an
     endpoint failing or never yet successful takes the retry lane, as the
     scheduler does (``scheduler.first_lane``), so a broken tenant's fan-out
-    never queues ahead of healthy endpoints' messages."""
+    never queues ahead of healthy endpoints' messages. Retry-lane work finding
+    the retry queue at its target depth is left to the scheduler."""
     endpoints: dict[int, str] = {}
     failing: set[int] = set()
     for start in range(0, len(delivery_ids), _LOOKUP_CHUNK):
@@ -202,8 +207,16 @@ def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     healthy = [pk for pk in delivery_ids if pk not in failing]
     if healthy:
         enqueue(healthy, token, True, endpoints)
-    if failing:
-        enqueue([pk for pk in delivery_ids if pk in failing], token, False, endpoints)
+    if not failing:
+        return
+    retry = [pk for pk in delivery_ids if pk in failing]
+    if queue_depths()[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
+        # The retry queue is at its target (a broken tenant's fan-out can fill it faster than
+        # hanging receivers let it drain): give the dispatch lease back instead, and the
+        # scheduler hands them out as the queue has room, so the queue stays short.
+        engine.deliveries_release_unclaimed(delivery_ids=retry, token=token)
+        return
+    enqueue(retry, token, False, endpoints)
 
 
 dispatch.register_enqueuer(enqueue_fresh)

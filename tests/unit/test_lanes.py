@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from config.celery import FIRST_QUEUE, RETRY_QUEUE
 from deliveries import scheduler, tasks
 from deliveries.models import Delivery
 from tests.factories import DeliveryFactory, EndpointFactory
@@ -62,6 +63,7 @@ def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, mo
         queued.append((sorted(ids), first_attempt))
 
     monkeypatch.setattr(tasks, "enqueue", record)
+    monkeypatch.setattr(tasks, "queue_depths", lambda: dict.fromkeys((FIRST_QUEUE, RETRY_QUEUE), 0))
 
     tasks.enqueue_fresh([d.pk for d in deliveries.values()], "token")
 

@@ -39,7 +39,9 @@ def _handed_off(endpoint: Endpoint, count: int = 2) -> tuple[list[Delivery], str
     ]
     token = dispatch(deliveries[0])
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-        lease_token=token, next_attempt_at=timezone.now()
+        lease_token=token,
+        lease_expires_at=timezone.now() + timedelta(seconds=120),
+        next_attempt_at=timezone.now(),
     )
     return deliveries, token
 
@@ -62,6 +64,7 @@ def test_retry_lane_work_for_an_open_circuit_is_deferred_to_the_cool_downs_end_w
     # when both are handed to the retry lane
     tasks.enqueue(_ids(held), token, False)
     tasks.enqueue(_ids(other), other_token, False)
+    assert len(held) == 2 and all(row.lease_expires_at for row in Delivery.objects.filter(pk__in=_ids(other)))
 
     # then only the failing endpoint's batch is queued
     assert queued == [(failing.uid, _ids(other))]
@@ -161,3 +164,35 @@ def test_cooling_down_names_only_open_circuits_with_time_left(settings):
     # admission adds the deferral jitter on top, never less than the time left
     waits = admission.held_by_open_circuits([opened.uid])
     assert list(waits) == [opened.uid] and 29 <= waits[opened.uid] <= 30 + 5
+
+
+def test_one_hand_off_defers_every_open_endpoints_batch_together(settings, queued):
+    settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 30
+    first, second = EndpointFactory(), EndpointFactory()
+    open_circuit(first)
+    open_circuit(second)
+    one, token = _handed_off(first)
+    two = [
+        DeliveryFactory(endpoint=second, tenant=second.tenant, message__tenant=second.tenant)
+        for _ in range(2)
+    ]
+    Delivery.objects.filter(pk__in=_ids(two)).update(
+        lease_token=token, lease_expires_at=timezone.now(), next_attempt_at=timezone.now()
+    )
+
+    tasks.enqueue(_ids(one) + _ids(two), token, False)
+
+    assert queued == []
+    assert not Delivery.objects.filter(pk__in=_ids(one) + _ids(two), lease_token__isnull=False).exists()
+
+
+def test_a_disabled_endpoints_work_is_queued_for_the_worker_to_skip(queued):
+    endpoint = EndpointFactory()
+    open_circuit(endpoint)
+    Endpoint.objects.filter(pk=endpoint.pk).update(enabled=False)
+    deliveries, token = _handed_off(endpoint)
+
+    tasks.enqueue(_ids(deliveries), token, False)
+
+    assert queued == [(endpoint.uid, _ids(deliveries))]
+    assert all(row.lease_token == token for row in Delivery.objects.filter(pk__in=_ids(deliveries)))

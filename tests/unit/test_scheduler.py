@@ -466,3 +466,36 @@ def test_the_scheduler_tick_tops_each_queue_up_to_the_target_depth(broker, make_
     assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[fresh[1].pk], [fresh[2].pk]]
     assert tasks.queue_depths() == {FIRST_QUEUE: 2, RETRY_QUEUE: 2}
     assert Delivery.objects.get(pk=retries[2].pk).lease_token is None
+
+
+def test_fresh_retry_lane_work_finding_the_retry_queue_full_is_left_to_the_scheduler(
+    broker, make_due, settings
+):
+    # given a retry queue at its target depth, and a fresh delivery to an endpoint never yet
+    # successful (retry lane) beside one to a proven endpoint (first lane), both under the
+    # dispatch lease ingest wrote
+    settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
+    tasks.enqueue([91, 92], "older", False, {91: "ep_a", 92: "ep_b"})
+    proven = make_due()
+    unproven = DeliveryFactory(endpoint=EndpointFactory(), next_attempt_at=timezone.now())
+    token = "ingest-token"
+    lease_end = timezone.now() + timedelta(seconds=120)
+    Delivery.objects.filter(pk__in=[proven.pk, unproven.pk]).update(
+        lease_token=token, lease_expires_at=lease_end
+    )
+
+    # when ingest hands them off
+    tasks.enqueue_fresh([proven.pk, unproven.pk], token)
+
+    # then the first attempt is queued, the retry queue grows no further, and the retry-lane
+    # delivery is due and unleased: the scheduler's to hand out when the queue has room
+    assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[proven.pk]]
+    assert tasks.queue_depths()[RETRY_QUEUE] == 2
+    row = Delivery.objects.get(pk=unproven.pk)
+    assert (row.lease_token, row.lease_expires_at) == (None, None)
+    assert row in scheduler.due_deliveries()
+
+    # and once the queue has room, the scheduler's tick queues it
+    broker.delete(RETRY_QUEUE)
+    tasks.dispatch_due()
+    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[unproven.pk]]
