@@ -348,7 +348,9 @@ def _run_all(
             ).start()
             try:
                 time.sleep(sizes.broken_warmup_seconds)
+                broken.check_alive()
                 results["isolation_with"] = measure("with")
+                broken.check_alive()  # the whole "with" measurement ran beside broken traffic
             finally:
                 broken.stop()
             results["isolation_with"]["failing_endpoints"] = sizes.failing_endpoints

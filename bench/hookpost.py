@@ -14,6 +14,7 @@ measured by the ingest scenario.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -413,6 +414,12 @@ class BrokenTraffic:
         )
         return self
 
+    def check_alive(self) -> None:
+        """Raise if the publisher has died: a "with" run without broken traffic measures nothing."""
+        if self.process is None or not self.process.alive():
+            tail = self.process.tail() if self.process is not None else "(never started)"
+            raise RuntimeError(f"the broken tenant's publisher is not running:\n{tail}")
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
@@ -426,14 +433,21 @@ def _publish_broken(tenant_uid: str, interval: float, count_file: str) -> None:
     from webhooks.models import Tenant as TenantModel
 
     tenant = Tenant(model=TenantModel.objects.get(uid=tenant_uid), paths=[])
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stopping = [False]  # set by SIGTERM; a plain flag is all a signal handler may safely touch
+
+    def stop(*_: object) -> None:
+        stopping[0] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    parent = os.getppid()
     sent = 0
-    while not stop.is_set():
+    while not stopping[0] and os.getppid() == parent:  # a harness killed hard leaves no orphan
         publish(tenant, 1, tag="broken")
         sent += 1
         Path(count_file).write_text(str(sent))
-        stop.wait(interval)
+        deadline = time.monotonic() + interval
+        while not stopping[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 if __name__ == "__main__":
