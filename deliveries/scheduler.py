@@ -13,8 +13,8 @@ a circuit not closed) or has never succeeded, to the retry queue
 Retry delays are never held as Celery countdowns/ETAs: those would sit in
 worker memory and be redelivered past the broker's visibility timeout. The
 queues in Redis are kept short (``HOOKPOST_QUEUE_TARGET_DEPTH`` each, topped up
-by ``deliveries.tasks.dispatch_due``, one lane only when the other's queue is
-full); a backlog of millions waits in PostgreSQL.
+one lane at a time by ``deliveries.tasks.dispatch_due``); a backlog of millions
+waits in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def first_lane(
     )
 
 
-# first_lane() as a filter on Delivery rows, for a round that may fill only one lane.
+# first_lane() as a filter on Delivery rows, for a round that fills one lane.
 FIRST_LANE_ROWS = Q(
     attempt_count=0,
     endpoint__consecutive_failures=0,
@@ -76,7 +76,6 @@ FIRST_LANE_ROWS = Q(
     endpoint__last_success_at__isnull=False,
 )
 FIRST, RETRY = "first", "retry"
-BOTH_LANES = frozenset({FIRST, RETRY})
 
 
 def due_deliveries(now=None):  # type: ignore[no-untyped-def]
@@ -89,21 +88,22 @@ def due_deliveries(now=None):  # type: ignore[no-untyped-def]
     )
 
 
-def dispatch_due(*, enqueue: Enqueue, limit: int, lanes: frozenset[str] = BOTH_LANES) -> DispatchReport:
-    """Claim up to ``limit`` due deliveries bound for ``lanes`` and queue them after commit.
+def dispatch_due(*, enqueue: Enqueue, limit: int, lane: str | None = None) -> DispatchReport:
+    """Claim up to ``limit`` due deliveries bound for ``lane`` (``FIRST`` or ``RETRY``;
+    None: either) and queue them after commit.
 
-    One lane only when the other's queue is full: the oldest due work of a lane
-    with room is never held back by a lane without (a broken tenant's retries
-    filling the retry queue must not stop healthy first attempts).
+    The tick fills one lane per round, each up to its own queue's depth, so the
+    oldest due work of one lane never waits behind the other's (a broken
+    tenant's retries filling the retry queue must not stop healthy first attempts).
     """
-    if limit <= 0 or not lanes:
+    if limit <= 0:
         return DispatchReport(0, 0, 0)
     now = timezone.now()
     token = new_token()
     due = due_deliveries(now)
-    if lanes == {FIRST}:
+    if lane == FIRST:
         due = due.filter(FIRST_LANE_ROWS)
-    elif lanes == {RETRY}:
+    elif lane == RETRY:
         due = due.exclude(FIRST_LANE_ROWS)
     with transaction.atomic():
         rows = list(

@@ -63,7 +63,7 @@ def dispatch_due() -> None:
             # Each free task may carry a batch; the queue is measured again after every
             # round, so work spread over many endpoints (small batches) stops at the target.
             want = min(settings.HOOKPOST_SCHEDULER_BATCH, free * size, budget - handed)
-            report = scheduler.dispatch_due(enqueue=enqueue, limit=want, lanes=frozenset({lane}))
+            report = scheduler.dispatch_due(enqueue=enqueue, limit=want, lane=lane)
             handed += report.dispatched
             if report.dispatched < want:
                 break

@@ -84,7 +84,7 @@ def test_a_round_for_one_lane_hands_out_only_that_lanes_work(
 
     with django_capture_on_commit_callbacks(execute=True):
         scheduler.dispatch_due(
-            enqueue=lambda ids, token, first: handed[first].extend(ids), limit=10, lanes=frozenset({lane})
+            enqueue=lambda ids, token, first: handed[first].extend(ids), limit=10, lane=lane
         )
 
     if lane == scheduler.FIRST:
