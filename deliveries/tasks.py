@@ -157,11 +157,6 @@ def batches(
     ]
 
 
-def queued_count() -> int:
-    """Tasks waiting in the delivery queues (0 if the broker cannot say)."""
-    return sum(queue_depths().values())
-
-
 def queue_depths() -> dict[str, int]:
     """Tasks waiting in each delivery queue (0 for a queue the broker cannot report)."""
     depths = dict.fromkeys((FIRST_QUEUE, RETRY_QUEUE), 0)

@@ -77,7 +77,7 @@ def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, mo
 def test_a_round_for_one_lane_hands_out_only_that_lanes_work(
     endpoints, lane, django_capture_on_commit_callbacks
 ):
-    # (the tick asks for one lane when the other's queue is full)
+    # (the tick fills one lane per round)
     first = {name: _due(endpoint) for name, endpoint in endpoints.items()}
     retry = _due(endpoints["healthy"], attempts=2)
     handed: dict[bool, list[int]] = {True: [], False: []}

@@ -378,8 +378,8 @@ def test_enqueue_puts_first_attempts_and_retries_on_their_own_queues(broker):
     # then each queue holds one batch task with its ids and lease token
     assert _queued(broker, FIRST_QUEUE) == [("hookpost.deliver_batch", [[11, 12], "token-a"], FIRST_QUEUE)]
     assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver_batch", [[13], "token-b"], RETRY_QUEUE)]
-    # and the scheduler's view of the queue depth counts the tasks
-    assert tasks.queued_count() == 2
+    # and the scheduler's view of the queue depths counts the tasks
+    assert tasks.queue_depths() == {FIRST_QUEUE: 1, RETRY_QUEUE: 1}
 
 
 def test_enqueue_batches_by_endpoint_up_to_the_batch_size(broker, settings):
@@ -415,18 +415,19 @@ def test_work_sent_on_from_an_endpoints_line_names_its_endpoint(broker, make_due
     assert _kwargs(broker, FIRST_QUEUE) == [{"endpoint_uid": delivery.endpoint.uid}]
 
 
-def test_queued_count_is_zero_for_empty_queues(broker):
-    assert tasks.queued_count() == 0
+def test_queue_depths_are_zero_for_empty_queues(broker):
+    assert tasks.queue_depths() == {FIRST_QUEUE: 0, RETRY_QUEUE: 0}
 
 
 @pytest.mark.parametrize("first_attempt", [True, False], ids=["only_first_attempts", "only_retries"])
-def test_queued_count_counts_one_queue_while_the_other_is_empty(broker, first_attempt):
+def test_queue_depths_count_one_queue_while_the_other_is_empty(broker, first_attempt):
     # given tasks waiting in one delivery queue only (in Redis an empty queue does not exist)
     tasks.enqueue([21, 22, 23], "token", first_attempt, {21: "ep_1", 22: "ep_2", 23: "ep_3"})
     assert broker.llen(FIRST_QUEUE if first_attempt else RETRY_QUEUE) == 3
 
-    # then the scheduler's view of the queue depth still counts them
-    assert tasks.queued_count() == 3
+    # then the scheduler's view of the queue depths still counts them
+    full, empty = (FIRST_QUEUE, RETRY_QUEUE) if first_attempt else (RETRY_QUEUE, FIRST_QUEUE)
+    assert tasks.queue_depths() == {full: 3, empty: 0}
 
 
 def test_the_scheduler_tick_tops_each_queue_up_to_the_target_depth(broker, make_due, settings):
