@@ -473,19 +473,18 @@ def _wait_in_line_unclaimed(endpoint_uid: str, delivery_ids: Sequence[int], toke
     """
     seconds = bulkhead.endpoint_wait()
     line_token = new_token()
-    lease_ends = timezone.now() + timedelta(seconds=seconds)
-    moved = _move_unclaimed(
-        endpoint_uid,
-        delivery_ids,
-        token,
+    now = timezone.now()
+    due = _due_among(delivery_ids, now).filter(lease_token=token)
+    lease_ends = now + timedelta(seconds=seconds)
+    moved = _move(due, ("pk", "tenant_id", "uid"), lease_token=line_token, lease_expires_at=lease_ends)
+    if moved:
+        _join_line(endpoint_uid, [pk for pk, _, _ in moved], line_token, seconds)
+    _announce_deferred(
+        [(endpoint_uid, tenant_id, uid) for _, tenant_id, uid in moved],
         seconds=seconds,
         reason=admission.BULKHEAD,
-        lease_token=line_token,
-        lease_expires_at=lease_ends,
     )
-    if moved:
-        _join_line(endpoint_uid, moved, line_token, seconds)
-    return {pk: "deferred" for pk in moved}
+    return {pk: "deferred" for pk, _, _ in moved}
 
 
 def deliveries_defer_unclaimed(
@@ -530,25 +529,6 @@ def deliveries_release_unclaimed(*, delivery_ids: Sequence[int], token: str) -> 
     return Delivery.objects.filter(pk__in=list(delivery_ids), lease_token=token).update(
         lease_token=None, lease_expires_at=None, updated_at=timezone.now()
     )
-
-
-def _move_unclaimed(
-    endpoint_uid: str,
-    delivery_ids: Sequence[int],
-    token: str,
-    *,
-    seconds: float,
-    reason: str,
-    **changes: Any,
-) -> list[int]:
-    """Apply ``changes`` to those of ``delivery_ids`` still due under ``token`` and announce
-    them as deferred for ``seconds``; their ids."""
-    due = _due_among(delivery_ids, timezone.now()).filter(lease_token=token)
-    moved = _move(due, ("pk", "tenant_id", "uid"), **changes)
-    _announce_deferred(
-        [(endpoint_uid, tenant_id, uid) for _, tenant_id, uid in moved], seconds=seconds, reason=reason
-    )
-    return [pk for pk, _, _ in moved]
 
 
 def _join_line(endpoint_uid: str, delivery_ids: Iterable[int], token: str, seconds: float) -> None:
