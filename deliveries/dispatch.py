@@ -1,11 +1,14 @@
 """The hand-off from ingest to the delivery engine.
 
 Ingest creates deliveries as ``pending`` with ``next_attempt_at = now`` and a
-dispatch lease (token + expiry) inside its transaction. PostgreSQL is the
-schedule: the scheduler finds every due delivery on its own, so nothing here
-is needed for correctness: if the
-hand-off fails, the lease expires and the scheduler queues the delivery.
-Enqueueing right after commit only saves the scheduler's polling delay.
+dispatch lease (token + expiry) inside its transaction, and knows each one's
+lane as it writes it (``Route``). PostgreSQL is the schedule: the scheduler
+finds every due delivery on its own, so nothing here is needed for
+correctness: if the hand-off fails, the lease expires and the scheduler
+queues the delivery. Enqueueing right after commit only saves the
+scheduler's polling delay. Retry-lane rows written while the retry queue is
+at its target (``retry_queue_has_room``) get no lease at all: the scheduler
+hands them out as the queue drains.
 
 ``enqueue_on_commit`` is the only safe way to hand work over: publishing
 before commit could deliver a message the database then rolls back.
@@ -14,16 +17,29 @@ before commit could deliver a message the database then rolls back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Route:
+    """Where one fresh delivery goes, as ingest decided when it wrote the row."""
+
+    endpoint_uid: str
+    first_attempt: bool  # the first-attempt queue, else the retry queue
+
+
 # The delivery engine registers its enqueue function here when it loads
 # (``deliveries.tasks``); until then due deliveries wait for the scheduler.
-Enqueuer = Callable[[list[int], str], None]  # (delivery ids, lease token)
+# (delivery ids, lease token[, their routes when the caller knows them])
+Enqueuer = Callable[..., None]
 _enqueuer: Enqueuer | None = None
+# Whether the retry queue has room now (``deliveries.tasks``); unknown counts as room.
+_retry_room: Callable[[], bool] | None = None
 
 
 def register_enqueuer(enqueue: Enqueuer | None) -> None:
@@ -31,30 +47,59 @@ def register_enqueuer(enqueue: Enqueuer | None) -> None:
     _enqueuer = enqueue
 
 
-def enqueue_on_commit(delivery_ids: Sequence[int], token: str) -> None:
+def register_retry_room(retry_room: Callable[[], bool] | None) -> None:
+    global _retry_room
+    _retry_room = retry_room
+
+
+def retry_queue_has_room() -> bool:
+    """Whether retry-lane work handed over now would be queued (True when nobody can tell).
+
+    Ingest asks before it writes deliveries for endpoints that take the retry
+    lane: with the queue at its target, it writes them unleased and the
+    scheduler hands them out as the queue drains, so a broken tenant's
+    fan-out is written once and queued later, not leased, queued and then
+    released again.
+    """
+    if _retry_room is None:
+        return True
+    try:
+        return _retry_room()
+    except Exception:  # a broker hiccup: lease and try to queue, as before
+        logger.debug("could not tell the retry queue's depth", exc_info=True)
+        return True
+
+
+def enqueue_on_commit(
+    delivery_ids: Sequence[int], token: str, routes: Mapping[int, Route] | None = None
+) -> None:
     """After the current transaction commits, hand these deliveries to workers.
 
     ``token`` is the dispatch lease the deliveries were written with; the
-    worker's claim must present it.
+    worker's claim must present it. ``routes`` (by delivery id), when the
+    caller knows them, spare the engine reading the rows back to route them.
 
     If the transaction rolls back nothing is sent. If the broker is down the
     deliveries stay due in PostgreSQL and the scheduler picks them up.
     """
     ids = list(delivery_ids)
     if ids:
-        transaction.on_commit(lambda: _enqueue(ids, token))
+        transaction.on_commit(lambda: _enqueue(ids, token, routes))
 
 
 def enqueue_now(delivery_ids: Sequence[int], token: str) -> None:
     """Hand these deliveries to workers now: their ``token`` lease is already committed."""
-    _enqueue(list(delivery_ids), token)
+    _enqueue(list(delivery_ids), token, None)
 
 
-def _enqueue(ids: list[int], token: str) -> None:
+def _enqueue(ids: list[int], token: str, routes: Mapping[int, Route] | None) -> None:
     if _enqueuer is None:
         logger.debug("no delivery engine registered; %d deliveries left to the scheduler", len(ids))
         return
     try:
-        _enqueuer(ids, token)
+        if routes is None:
+            _enqueuer(ids, token)
+        else:
+            _enqueuer(ids, token, routes)
     except Exception:  # the broker being down must not fail an accepted request
         logger.exception("enqueue failed; %d deliveries left to the scheduler", len(ids))

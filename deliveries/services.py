@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from deliveries.copy_insert import copy_insert
 from deliveries.engine import new_token
 from deliveries.fanout import deliveries_for, delivery_rows, matching_endpoints
 from deliveries.models import Attempt, Delivery, Message
+from deliveries.scheduler import first_lane
 from webhooks.errors import Conflict, Invalid, PayloadTooLarge
 from webhooks.models import Endpoint, EventType, Tenant
 
@@ -136,13 +138,19 @@ def _publish(
     if not keyed:
         _insert_messages(created)
     token = new_token()
+    routes = _routes(endpoint for message in created for endpoint in _endpoints(context, message))
+    unleased = {pk for pk, route in routes.items() if route is None}
     rows: list[dict[str, Any]] = []
     for message in created:
-        rows += delivery_rows(message=message, endpoints=_endpoints(context, message), lease_token=token)
+        endpoints = _endpoints(context, message)
+        rows += delivery_rows(message=message, endpoints=endpoints, lease_token=token, unleased=unleased)
     ids = copy_insert(Delivery, rows, return_ids=True)
-    pending = Delivery.Status.PENDING
-    pending_ids = [pk for pk, row in zip(ids, rows, strict=True) if row["status"] == pending]
-    dispatch.enqueue_on_commit(pending_ids, token)
+    handed: dict[int, dispatch.Route] = {}
+    for pk, row in zip(ids, rows, strict=True):
+        route = routes.get(row["endpoint_id"])
+        if row["lease_token"] and route is not None:
+            handed[pk] = route
+    dispatch.enqueue_on_commit(list(handed), token, handed)
     counts: dict[int, int] = {}
     for row in rows:
         counts[row["message_id"]] = counts.get(row["message_id"], 0) + 1
@@ -200,6 +208,28 @@ def _publish_keyed(
             raise
         return _repeat(existing, request_hash)
     return message
+
+
+def _routes(endpoints: Iterable[Endpoint]) -> dict[int, dispatch.Route | None]:
+    """Each enabled endpoint's route for a fresh delivery, by pk: the first-attempt
+    lane or the retry lane (``scheduler.first_lane``); None when it takes the retry
+    lane while the retry queue is at its target, so its rows are written unleased
+    for the scheduler (asked once per request, only if some endpoint needs it)."""
+    routes: dict[int, dispatch.Route | None] = {}
+    room: bool | None = None
+    for endpoint in endpoints:
+        if not endpoint.enabled or endpoint.pk in routes:
+            continue
+        first = first_lane(
+            attempt_count=0,
+            consecutive_failures=endpoint.consecutive_failures,
+            circuit_state=endpoint.circuit_state,
+            last_success_at=endpoint.last_success_at,
+        )
+        if not first and room is None:
+            room = dispatch.retry_queue_has_room()
+        routes[endpoint.pk] = dispatch.Route(endpoint.uid, first) if first or room else None
+    return routes
 
 
 def _endpoints(context: _Context, message: Message) -> list[Endpoint]:

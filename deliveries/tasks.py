@@ -8,6 +8,7 @@ by us (receivers still dedupe by ``webhook-id`` around crashes).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from celery import shared_task
 from django.conf import settings
@@ -173,12 +174,28 @@ def queue_depths() -> dict[str, int]:
     return depths
 
 
-def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
+def enqueue_fresh(
+    delivery_ids: list[int], token: str, routes: Mapping[int, dispatch.Route] | None = None
+) -> None:
     """Queue freshly accepted deliveries: first attempts, except that work for an
     endpoint failing or never yet successful takes the retry lane, as the
     scheduler does (``scheduler.first_lane``), so a broken tenant's fan-out
     never queues ahead of healthy endpoints' messages. Retry-lane work finding
-    the retry queue at its target depth is left to the scheduler."""
+    the retry queue at its target depth is left to the scheduler.
+
+    ``routes`` (by delivery id): ingest decided the lanes when it wrote the
+    rows, and wrote retry-lane rows unleased if the queue had no room
+    (``dispatch.retry_queue_has_room``); then nothing is read back.
+    """
+    if routes is not None:
+        known = {pk: route.endpoint_uid for pk, route in routes.items()}
+        first = [pk for pk in delivery_ids if routes[pk].first_attempt]
+        later = [pk for pk in delivery_ids if not routes[pk].first_attempt]
+        if first:
+            enqueue(first, token, True, known)
+        if later:
+            enqueue(later, token, False, known)
+        return
     endpoints: dict[int, str] = {}
     failing: set[int] = set()
     for start in range(0, len(delivery_ids), _LOOKUP_CHUNK):
@@ -205,7 +222,7 @@ def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     if not failing:
         return
     retry = [pk for pk in delivery_ids if pk in failing]
-    if queue_depths()[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
+    if not retry_queue_has_room():
         # The retry queue is at its target (a broken tenant's fan-out can fill it faster than
         # hanging receivers let it drain): give the dispatch lease back instead, and the
         # scheduler hands them out as the queue has room, so the queue stays short.
@@ -214,4 +231,10 @@ def enqueue_fresh(delivery_ids: list[int], token: str) -> None:
     enqueue(retry, token, False, endpoints)
 
 
+def retry_queue_has_room() -> bool:
+    """Whether the retry queue is below its target depth."""
+    return queue_depths()[RETRY_QUEUE] < settings.HOOKPOST_QUEUE_TARGET_DEPTH
+
+
 dispatch.register_enqueuer(enqueue_fresh)
+dispatch.register_retry_room(retry_queue_has_room)

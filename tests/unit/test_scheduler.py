@@ -24,9 +24,10 @@ from django.utils import timezone
 
 from config import metrics
 from config.celery import FIRST_QUEUE, RETRY_QUEUE
-from deliveries import scheduler, tasks
+from deliveries import dispatch, scheduler, tasks
 from deliveries.models import Delivery
-from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory, TenantFactory
+from deliveries.services import NewMessage, message_publish_batch
+from tests.factories import DeliveryFactory, EndpointFactory, EventTypeFactory, MessageFactory, TenantFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -500,3 +501,46 @@ def test_fresh_retry_lane_work_finding_the_retry_queue_full_is_left_to_the_sched
     broker.delete(RETRY_QUEUE)
     tasks.dispatch_due()
     assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[unproven.pk]]
+
+
+def test_ingest_writes_retry_lane_work_unleased_while_the_retry_queue_is_full(broker, settings, monkeypatch):
+    # given a retry queue at its target depth, and a tenant with a proven endpoint (first
+    # lane) and one never yet successful (retry lane)
+    settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
+    tasks.enqueue([91, 92], "older", False, {91: "ep_a", 92: "ep_b"})
+    tenant = TenantFactory()
+    event_type = EventTypeFactory()
+    proven = EndpointFactory(tenant=tenant, last_success_at=timezone.now())
+    unproven = EndpointFactory(tenant=tenant)
+    batch = [NewMessage(event_type=event_type.name, payload={"n": n}) for n in range(2)]
+    handed: list[Any] = []
+
+    def spy(ids: list[int], token: str, routes: Any = None) -> None:
+        handed.append(routes)
+        tasks.enqueue_fresh(ids, token, routes)
+
+    monkeypatch.setattr(dispatch, "_enqueuer", spy)
+
+    # when two messages are published
+    message_publish_batch(tenant=tenant, batch=batch)
+
+    # then the proven endpoint's deliveries are leased and queued as one first-lane batch,
+    # routed by ingest as it wrote them (nothing read back to route them)
+    first = list(Delivery.objects.filter(endpoint=proven).order_by("pk"))
+    assert all(d.lease_token for d in first)
+    assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[d.pk for d in first]]
+    assert handed == [{d.pk: dispatch.Route(proven.uid, True) for d in first}]
+    # and the unproven endpoint's were written once, due and unleased, for the scheduler:
+    # the retry queue grows no further
+    later = list(Delivery.objects.filter(endpoint=unproven))
+    assert len(later) == 2 and all(d.lease_token is None and d.lease_expires_at is None for d in later)
+    assert all(d in scheduler.due_deliveries() for d in later)
+    assert tasks.queue_depths()[RETRY_QUEUE] == 2
+
+    # when the retry queue has room, ingest leases and queues retry-lane work itself
+    broker.delete(RETRY_QUEUE)
+    (one,) = message_publish_batch(tenant=tenant, batch=batch[:1])
+    fresh = Delivery.objects.get(endpoint=unproven, message=one.message)
+    assert fresh.lease_token is not None
+    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[fresh.pk]]
+    assert handed[-1][fresh.pk] == dispatch.Route(unproven.uid, False)
