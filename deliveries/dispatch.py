@@ -6,9 +6,7 @@ lane as it writes it (``Route``). PostgreSQL is the schedule: the scheduler
 finds every due delivery on its own, so nothing here is needed for
 correctness: if the hand-off fails, the lease expires and the scheduler
 queues the delivery. Enqueueing right after commit only saves the
-scheduler's polling delay. Retry-lane rows written while the retry queue is
-at its target (``retry_queue_has_room``) get no lease at all: the scheduler
-hands them out as the queue drains.
+scheduler's polling delay.
 
 ``enqueue_on_commit`` is the only safe way to hand work over: publishing
 before commit could deliver a message the database then rolls back.
@@ -17,8 +15,9 @@ before commit could deliver a message the database then rolls back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.db import transaction
 
@@ -33,41 +32,24 @@ class Route:
     first_attempt: bool  # the first-attempt queue, else the retry queue
 
 
+class Enqueuer(Protocol):
+    """Hands committed deliveries to workers. ``routes`` (by delivery id) come when the
+    caller knows them; the enqueuer reads back the rows of any id they miss. Called
+    with two arguments when there are none."""
+
+    def __call__(
+        self, delivery_ids: list[int], token: str, routes: Mapping[int, Route] | None = None
+    ) -> None: ...
+
+
 # The delivery engine registers its enqueue function here when it loads
 # (``deliveries.tasks``); until then due deliveries wait for the scheduler.
-# (delivery ids, lease token[, their routes when the caller knows them])
-Enqueuer = Callable[..., None]
 _enqueuer: Enqueuer | None = None
-# Whether the retry queue has room now (``deliveries.tasks``); unknown counts as room.
-_retry_room: Callable[[], bool] | None = None
 
 
 def register_enqueuer(enqueue: Enqueuer | None) -> None:
     global _enqueuer
     _enqueuer = enqueue
-
-
-def register_retry_room(retry_room: Callable[[], bool] | None) -> None:
-    global _retry_room
-    _retry_room = retry_room
-
-
-def retry_queue_has_room() -> bool:
-    """Whether retry-lane work handed over now would be queued (True when nobody can tell).
-
-    Ingest asks before it writes deliveries for endpoints that take the retry
-    lane: with the queue at its target, it writes them unleased and the
-    scheduler hands them out as the queue drains, so a broken tenant's
-    fan-out is written once and queued later, not leased, queued and then
-    released again.
-    """
-    if _retry_room is None:
-        return True
-    try:
-        return _retry_room()
-    except Exception:  # a broker hiccup: lease and try to queue, as before
-        logger.debug("could not tell the retry queue's depth", exc_info=True)
-        return True
 
 
 def enqueue_on_commit(

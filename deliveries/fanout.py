@@ -8,7 +8,6 @@ to them later.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -32,17 +31,13 @@ def matching_endpoints(*, tenant: Tenant, event_type: EventType) -> QuerySet[End
     )
 
 
-def delivery_rows(
-    *, message: Message, endpoints: list[Endpoint], lease_token: str, unleased: Collection[int] = ()
-) -> list[dict[str, Any]]:
+def delivery_rows(*, message: Message, endpoints: list[Endpoint], lease_token: str) -> list[dict[str, Any]]:
     """The Delivery rows (by field attname) for ``message`` to each of ``endpoints``.
 
     Pending rows carry a dispatch lease (``lease_token``) so the scheduler
-    leaves them to the on-commit hand-off unless that hand-off is lost; those
-    for the endpoints (pks) in ``unleased`` are written due without one, for
-    the scheduler to hand out. Plain rows, for ``deliveries.copy_insert``: a
-    request's fan-out is written without building a model instance per
-    delivery.
+    leaves them to the on-commit hand-off unless that hand-off is lost.
+    Plain rows, for ``deliveries.copy_insert``: a request's fan-out is
+    written without building a model instance per delivery.
     """
     now = timezone.now()
     lease_until = now + timedelta(seconds=settings.HOOKPOST_DISPATCH_LEASE_SECONDS)
@@ -55,8 +50,8 @@ def delivery_rows(
             "event_type_id": message.event_type_id,
             "status": pending if endpoint.enabled else skipped,
             "next_attempt_at": now if endpoint.enabled else None,
-            "lease_token": lease_token if endpoint.enabled and endpoint.pk not in unleased else None,
-            "lease_expires_at": lease_until if endpoint.enabled and endpoint.pk not in unleased else None,
+            "lease_token": lease_token if endpoint.enabled else None,
+            "lease_expires_at": lease_until if endpoint.enabled else None,
             "created_at": now,
             "updated_at": now,
         }

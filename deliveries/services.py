@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +117,8 @@ def _publish(
     idempotency key are written together, all deliveries together too (each
     a COPY, or an INSERT for a few rows: ``deliveries.copy_insert``), and the
     pending ones are handed to the workers together under one dispatch
-    lease. A message with an id or key is written on its own in a
+    lease, each with its lane (``dispatch.Route``), so nothing is read back
+    to route them. A message with an id or key is written on its own in a
     savepoint, since a concurrent twin may win its insert (then it is a
     repeat); a batch holding any such message writes every message that way,
     in order.
@@ -138,18 +138,14 @@ def _publish(
     if not keyed:
         _insert_messages(created)
     token = new_token()
-    routes = _routes(endpoint for message in created for endpoint in _endpoints(context, message))
-    unleased = {pk for pk, route in routes.items() if route is None}
     rows: list[dict[str, Any]] = []
+    routes: dict[int, dispatch.Route] = {}  # by endpoint pk
     for message in created:
         endpoints = _endpoints(context, message)
-        rows += delivery_rows(message=message, endpoints=endpoints, lease_token=token, unleased=unleased)
+        rows += delivery_rows(message=message, endpoints=endpoints, lease_token=token)
+        routes.update((e.pk, _route(e)) for e in endpoints if e.enabled and e.pk not in routes)
     ids = copy_insert(Delivery, rows, return_ids=True)
-    handed: dict[int, dispatch.Route] = {}
-    for pk, row in zip(ids, rows, strict=True):
-        route = routes.get(row["endpoint_id"])
-        if row["lease_token"] and route is not None:
-            handed[pk] = route
+    handed = {pk: routes[row["endpoint_id"]] for pk, row in zip(ids, rows, strict=True) if row["lease_token"]}
     dispatch.enqueue_on_commit(list(handed), token, handed)
     counts: dict[int, int] = {}
     for row in rows:
@@ -210,26 +206,16 @@ def _publish_keyed(
     return message
 
 
-def _routes(endpoints: Iterable[Endpoint]) -> dict[int, dispatch.Route | None]:
-    """Each enabled endpoint's route for a fresh delivery, by pk: the first-attempt
-    lane or the retry lane (``scheduler.first_lane``); None when it takes the retry
-    lane while the retry queue is at its target, so its rows are written unleased
-    for the scheduler (asked once per request, only if some endpoint needs it)."""
-    routes: dict[int, dispatch.Route | None] = {}
-    room: bool | None = None
-    for endpoint in endpoints:
-        if not endpoint.enabled or endpoint.pk in routes:
-            continue
-        first = first_lane(
-            attempt_count=0,
-            consecutive_failures=endpoint.consecutive_failures,
-            circuit_state=endpoint.circuit_state,
-            last_success_at=endpoint.last_success_at,
-        )
-        if not first and room is None:
-            room = dispatch.retry_queue_has_room()
-        routes[endpoint.pk] = dispatch.Route(endpoint.uid, first) if first or room else None
-    return routes
+def _route(endpoint: Endpoint) -> dispatch.Route:
+    """The lane of a fresh delivery to ``endpoint`` (``scheduler.first_lane``), from the
+    endpoint as ingest loaded it, so the hand-off need not read the rows back."""
+    first = first_lane(
+        attempt_count=0,
+        consecutive_failures=endpoint.consecutive_failures,
+        circuit_state=endpoint.circuit_state,
+        last_success_at=endpoint.last_success_at,
+    )
+    return dispatch.Route(endpoint.uid, first)
 
 
 def _endpoints(context: _Context, message: Message) -> list[Endpoint]:

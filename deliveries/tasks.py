@@ -181,25 +181,22 @@ def enqueue_fresh(
     endpoint failing or never yet successful takes the retry lane, as the
     scheduler does (``scheduler.first_lane``), so a broken tenant's fan-out
     never queues ahead of healthy endpoints' messages. Retry-lane work finding
-    the retry queue at its target depth is left to the scheduler.
+    the retry queue at its target depth is left to the scheduler (its lease
+    given back).
 
-    ``routes`` (by delivery id): ingest decided the lanes when it wrote the
-    rows, and wrote retry-lane rows unleased if the queue had no room
-    (``dispatch.retry_queue_has_room``); then nothing is read back.
+    ``routes`` (by delivery id) are the lanes ingest chose as it wrote the
+    rows; without them (replays, test events, an endpoint's line), or for an
+    id they miss, the rows are read back to route them.
     """
-    if routes is not None:
-        known = {pk: route.endpoint_uid for pk, route in routes.items()}
-        first = [pk for pk in delivery_ids if routes[pk].first_attempt]
-        later = [pk for pk in delivery_ids if not routes[pk].first_attempt]
-        if first:
-            enqueue(first, token, True, known)
-        if later:
-            enqueue(later, token, False, known)
-        return
     endpoints: dict[int, str] = {}
     failing: set[int] = set()
-    for start in range(0, len(delivery_ids), _LOOKUP_CHUNK):
-        rows = Delivery.objects.filter(pk__in=delivery_ids[start : start + _LOOKUP_CHUNK]).values_list(
+    unrouted = delivery_ids if routes is None else [pk for pk in delivery_ids if pk not in routes]
+    for pk, route in (routes or {}).items():
+        endpoints[pk] = route.endpoint_uid
+        if not route.first_attempt:
+            failing.add(pk)
+    for start in range(0, len(unrouted), _LOOKUP_CHUNK):
+        rows = Delivery.objects.filter(pk__in=unrouted[start : start + _LOOKUP_CHUNK]).values_list(
             "pk",
             "endpoint__uid",
             "attempt_count",
@@ -222,7 +219,7 @@ def enqueue_fresh(
     if not failing:
         return
     retry = [pk for pk in delivery_ids if pk in failing]
-    if not retry_queue_has_room():
+    if queue_depths()[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
         # The retry queue is at its target (a broken tenant's fan-out can fill it faster than
         # hanging receivers let it drain): give the dispatch lease back instead, and the
         # scheduler hands them out as the queue has room, so the queue stays short.
@@ -231,10 +228,4 @@ def enqueue_fresh(
     enqueue(retry, token, False, endpoints)
 
 
-def retry_queue_has_room() -> bool:
-    """Whether the retry queue is below its target depth."""
-    return queue_depths()[RETRY_QUEUE] < settings.HOOKPOST_QUEUE_TARGET_DEPTH
-
-
 dispatch.register_enqueuer(enqueue_fresh)
-dispatch.register_retry_room(retry_queue_has_room)

@@ -20,6 +20,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from config import metrics
@@ -503,7 +504,7 @@ def test_fresh_retry_lane_work_finding_the_retry_queue_full_is_left_to_the_sched
     assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[unproven.pk]]
 
 
-def test_ingest_writes_retry_lane_work_unleased_while_the_retry_queue_is_full(broker, settings, monkeypatch):
+def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back(broker, settings, monkeypatch):
     # given a retry queue at its target depth, and a tenant with a proven endpoint (first
     # lane) and one never yet successful (retry lane)
     settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
@@ -514,33 +515,51 @@ def test_ingest_writes_retry_lane_work_unleased_while_the_retry_queue_is_full(br
     unproven = EndpointFactory(tenant=tenant)
     batch = [NewMessage(event_type=event_type.name, payload={"n": n}) for n in range(2)]
     handed: list[Any] = []
+    reads: list[str] = []
 
     def spy(ids: list[int], token: str, routes: Any = None) -> None:
         handed.append(routes)
-        tasks.enqueue_fresh(ids, token, routes)
+        with CaptureQueriesContext(connection) as queries:
+            tasks.enqueue_fresh(ids, token, routes)
+        table = f'"{Delivery._meta.db_table}"'
+        reads.extend(q["sql"] for q in queries if q["sql"].startswith("SELECT") and table in q["sql"])
 
     monkeypatch.setattr(dispatch, "_enqueuer", spy)
 
     # when two messages are published
     message_publish_batch(tenant=tenant, batch=batch)
 
-    # then the proven endpoint's deliveries are leased and queued as one first-lane batch,
-    # routed by ingest as it wrote them (nothing read back to route them)
+    # then each delivery was handed over with the lane ingest chose as it wrote it, and
+    # none was read back to route it
     first = list(Delivery.objects.filter(endpoint=proven).order_by("pk"))
+    later = list(Delivery.objects.filter(endpoint=unproven).order_by("pk"))
+    assert handed == [
+        {**{d.pk: dispatch.Route(proven.uid, True) for d in first},
+         **{d.pk: dispatch.Route(unproven.uid, False) for d in later}}
+    ]  # fmt: skip
+    assert reads == []
+    # and the proven endpoint's deliveries are queued as one first-lane batch
     assert all(d.lease_token for d in first)
     assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[d.pk for d in first]]
-    assert handed == [{d.pk: dispatch.Route(proven.uid, True) for d in first}]
-    # and the unproven endpoint's were written once, due and unleased, for the scheduler:
-    # the retry queue grows no further
-    later = list(Delivery.objects.filter(endpoint=unproven))
+    # and the unproven endpoint's, finding the retry queue full, are due and unleased for
+    # the scheduler: the retry queue grows no further
     assert len(later) == 2 and all(d.lease_token is None and d.lease_expires_at is None for d in later)
     assert all(d in scheduler.due_deliveries() for d in later)
     assert tasks.queue_depths()[RETRY_QUEUE] == 2
 
-    # when the retry queue has room, ingest leases and queues retry-lane work itself
+    # when the retry queue has room, fresh retry-lane work is queued at once
     broker.delete(RETRY_QUEUE)
     (one,) = message_publish_batch(tenant=tenant, batch=batch[:1])
     fresh = Delivery.objects.get(endpoint=unproven, message=one.message)
-    assert fresh.lease_token is not None
     assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[fresh.pk]]
     assert handed[-1][fresh.pk] == dispatch.Route(unproven.uid, False)
+
+
+def test_ids_the_routes_miss_are_read_back(broker, make_due):
+    routed, unrouted = make_due(), make_due()
+    tasks.enqueue_fresh(
+        [routed.pk, unrouted.pk], "token", {routed.pk: dispatch.Route(routed.endpoint.uid, True)}
+    )
+    # (both are the same proven endpoint's: one first-lane batch, its endpoint read back for one)
+    assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[routed.pk, unrouted.pk]]
+    assert _kwargs(broker, FIRST_QUEUE) == [{"endpoint_uid": routed.endpoint.uid}]
