@@ -58,7 +58,7 @@ def dispatch_due() -> None:
         # One lane per round, so a lane's rows never wait behind the other's older ones.
         budget, handed = target * size, 0
         while handed < budget:
-            free = target - queue_depths()[queue]
+            free = target - queue_depths((queue,))[queue]
             if free <= 0:
                 break
             # Each free task may carry a batch; the queue is measured again after every
@@ -158,9 +158,10 @@ def batches(
     ]
 
 
-def queue_depths() -> dict[str, int]:
-    """Tasks waiting in each delivery queue (0 for a queue the broker cannot report)."""
-    depths = dict.fromkeys((FIRST_QUEUE, RETRY_QUEUE), 0)
+def queue_depths(names: tuple[str, ...] = (FIRST_QUEUE, RETRY_QUEUE)) -> dict[str, int]:
+    """Tasks waiting in each of the delivery queues ``names`` (0 for a queue the broker
+    cannot report); one look at the broker per queue asked about."""
+    depths = dict.fromkeys(names, 0)
     try:
         with app.connection_for_read() as conn:
             channel = conn.default_channel
@@ -219,7 +220,7 @@ def enqueue_fresh(
     if not failing:
         return
     retry = [pk for pk in delivery_ids if pk in failing]
-    if queue_depths()[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
+    if queue_depths((RETRY_QUEUE,))[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
         # The retry queue is at its target (a broken tenant's fan-out can fill it faster than
         # hanging receivers let it drain): give the dispatch lease back instead, and the
         # scheduler hands them out as the queue has room, so the queue stays short.
