@@ -34,8 +34,7 @@ class Route:
 
 class Enqueuer(Protocol):
     """Hands committed deliveries to workers. ``routes`` (by delivery id) come when the
-    caller knows them; the enqueuer reads back the rows of any id they miss. Called
-    with two arguments when there are none."""
+    caller knows them (else None); the enqueuer reads back the rows of any id they miss."""
 
     def __call__(
         self, delivery_ids: list[int], token: str, routes: Mapping[int, Route] | None = None
@@ -79,9 +78,6 @@ def _enqueue(ids: list[int], token: str, routes: Mapping[int, Route] | None) -> 
         logger.debug("no delivery engine registered; %d deliveries left to the scheduler", len(ids))
         return
     try:
-        if routes is None:
-            _enqueuer(ids, token)
-        else:
-            _enqueuer(ids, token, routes)
+        _enqueuer(ids, token, routes)
     except Exception:  # the broker being down must not fail an accepted request
         logger.exception("enqueue failed; %d deliveries left to the scheduler", len(ids))

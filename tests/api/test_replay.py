@@ -95,7 +95,7 @@ def handed_over(monkeypatch) -> list[tuple[list[int], str]]:
     """What replay hands to the delivery engine after commit (instead of queueing)."""
     calls: list[tuple[list[int], str]] = []
     monkeypatch.setattr(dispatch, "_enqueuer", None)  # restored after the test
-    dispatch.register_enqueuer(lambda ids, token: calls.append((list(ids), token)))
+    dispatch.register_enqueuer(lambda ids, token, routes=None: calls.append((list(ids), token)))
     return calls
 
 

@@ -49,7 +49,7 @@ def enqueued() -> Any:
     """What the engine hands to workers outside the scheduler: (ids, token) pairs."""
     seen: list[tuple[list[int], str]] = []
     previous = dispatch._enqueuer
-    dispatch.register_enqueuer(lambda ids, token: seen.append((list(ids), token)))
+    dispatch.register_enqueuer(lambda ids, token, routes=None: seen.append((list(ids), token)))
     yield seen
     dispatch.register_enqueuer(previous)
 
