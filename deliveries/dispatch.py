@@ -1,8 +1,9 @@
 """The hand-off from ingest to the delivery engine.
 
-Ingest creates deliveries as ``pending`` with ``next_attempt_at = now`` and a
-dispatch lease (token + expiry) inside its transaction, and knows each one's
-lane as it writes it (``Route``). PostgreSQL is the schedule: the scheduler
+Ingest creates deliveries as ``pending`` with ``next_attempt_at = now`` inside
+its transaction, and knows each one's lane as it writes it (``Route``): the
+first-attempt lane's work under a dispatch lease (token + expiry), the retry
+lane's unleased (``deliveries.services._publish``). PostgreSQL is the schedule: the scheduler
 finds every due delivery on its own, so nothing here is needed for
 correctness: if the hand-off fails, the lease expires and the scheduler
 queues the delivery. Enqueueing right after commit only saves the
@@ -37,7 +38,7 @@ class Enqueuer(Protocol):
     caller knows them (else None); the enqueuer reads back the rows of any id they miss."""
 
     def __call__(
-        self, delivery_ids: list[int], token: str, routes: Mapping[int, Route] | None = None
+        self, delivery_ids: list[int], token: str | None, routes: Mapping[int, Route] | None = None
     ) -> None: ...
 
 
@@ -52,12 +53,14 @@ def register_enqueuer(enqueue: Enqueuer | None) -> None:
 
 
 def enqueue_on_commit(
-    delivery_ids: Sequence[int], token: str, routes: Mapping[int, Route] | None = None
+    delivery_ids: Sequence[int], token: str | None, routes: Mapping[int, Route] | None = None
 ) -> None:
     """After the current transaction commits, hand these deliveries to workers.
 
     ``token`` is the dispatch lease the deliveries were written with; the
-    worker's claim must present it. ``routes`` (by delivery id), when the
+    worker's claim must present it. None: they were written unleased, so the
+    scheduler may hand them out too, and a worker claims only those still
+    unleased (whoever takes a row first sends it, once). ``routes`` (by delivery id), when the
     caller knows them, spare the engine reading the rows back to route them.
 
     If the transaction rolls back nothing is sent. If the broker is down the
@@ -73,7 +76,7 @@ def enqueue_now(delivery_ids: Sequence[int], token: str) -> None:
     _enqueue(list(delivery_ids), token, None)
 
 
-def _enqueue(ids: list[int], token: str, routes: Mapping[int, Route] | None) -> None:
+def _enqueue(ids: list[int], token: str | None, routes: Mapping[int, Route] | None) -> None:
     if _enqueuer is None:
         logger.debug("no delivery engine registered; %d deliveries left to the scheduler", len(ids))
         return

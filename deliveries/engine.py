@@ -488,11 +488,15 @@ def _wait_in_line_unclaimed(endpoint_uid: str, delivery_ids: Sequence[int], toke
 
 
 def deliveries_defer_unclaimed(
-    *, batches: Sequence[tuple[str, Sequence[int]]], token: str, waits: Mapping[str, float], reason: str
+    *,
+    batches: Sequence[tuple[str, Sequence[int]]],
+    token: str | None,
+    waits: Mapping[str, float],
+    reason: str,
 ) -> set[int]:
     """Defer, without claiming them, the deliveries of ``batches`` (endpoint uid, ids) still
-    due under the dispatch lease ``token``, each by its endpoint's ``waits`` seconds, in one
-    statement; the ids deferred.
+    due under the dispatch lease ``token`` (None: still unleased), each by its endpoint's
+    ``waits`` seconds, in one statement; the ids deferred.
 
     For the hand-off, when admission would refuse the whole batch anyway (the
     endpoint's circuit is open, ``deliveries.tasks.enqueue``): no row loaded,

@@ -8,6 +8,7 @@ to them later.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -31,11 +32,20 @@ def matching_endpoints(*, tenant: Tenant, event_type: EventType) -> QuerySet[End
     )
 
 
-def delivery_rows(*, message: Message, endpoints: list[Endpoint], lease_token: str) -> list[dict[str, Any]]:
+def delivery_rows(
+    *,
+    message: Message,
+    endpoints: list[Endpoint],
+    lease_token: str,
+    unleased: Collection[int] = frozenset(),
+) -> list[dict[str, Any]]:
     """The Delivery rows (by field attname) for ``message`` to each of ``endpoints``.
 
     Pending rows carry a dispatch lease (``lease_token``) so the scheduler
-    leaves them to the on-commit hand-off unless that hand-off is lost.
+    leaves them to the on-commit hand-off unless that hand-off is lost;
+    those to the endpoints (pks) in ``unleased`` are written due and
+    unleased instead: the scheduler's from the start (ingest writes the
+    retry lane's work this way, see ``deliveries.services._publish``).
     Plain rows, for ``deliveries.copy_insert``: a request's fan-out is
     written without building a model instance per delivery.
     """
@@ -50,12 +60,13 @@ def delivery_rows(*, message: Message, endpoints: list[Endpoint], lease_token: s
             "event_type_id": message.event_type_id,
             "status": pending if endpoint.enabled else skipped,
             "next_attempt_at": now if endpoint.enabled else None,
-            "lease_token": lease_token if endpoint.enabled else None,
-            "lease_expires_at": lease_until if endpoint.enabled else None,
+            "lease_token": lease_token if leased else None,
+            "lease_expires_at": lease_until if leased else None,
             "created_at": now,
             "updated_at": now,
         }
         for endpoint in endpoints
+        for leased in [endpoint.enabled and endpoint.pk not in unleased]
     ]
 
 

@@ -116,12 +116,17 @@ def _publish(
     The cost is per request, not per message: new messages without an id or
     idempotency key are written together, all deliveries together too (each
     a COPY, or an INSERT for a few rows: ``deliveries.copy_insert``), and the
-    pending ones are handed to the workers together under one dispatch
-    lease, each with its lane (``dispatch.Route``), so nothing is read back
-    to route them. A message with an id or key is written on its own in a
-    savepoint, since a concurrent twin may win its insert (then it is a
-    repeat); a batch holding any such message writes every message that way,
-    in order.
+    pending ones are handed to the workers together, each with its lane
+    (``dispatch.Route``), so nothing is read back to route them. First-lane
+    work is written under one dispatch lease, so the scheduler leaves it to
+    the hand-off; retry-lane work (an endpoint failing or never yet
+    successful) is written unleased, the scheduler's from the start: the
+    hand-off queues it only if the retry queue has room, and otherwise
+    leaves it as it is, with no write to give a lease back.
+
+    A message with an id or key is written on its own in a savepoint, since
+    a concurrent twin may win its insert (then it is a repeat); a batch
+    holding any such message writes every message that way, in order.
     """
     keyed = any(new.uid is not None or new.idempotency_key is not None for new, _ in items)
     slots: list[Message | Published] = []  # a Message: created here, counted below
@@ -140,13 +145,24 @@ def _publish(
     token = new_token()
     rows: list[dict[str, Any]] = []
     routes: dict[int, dispatch.Route] = {}  # by endpoint pk
+    retry_lane: set[int] = set()  # endpoint pks
     for message in created:
         endpoints = _endpoints(context, message)
-        rows += delivery_rows(message=message, endpoints=endpoints, lease_token=token)
-        routes.update((e.pk, _route(e)) for e in endpoints if e.enabled and e.pk not in routes)
+        for endpoint in endpoints:
+            if endpoint.enabled and endpoint.pk not in routes:
+                routes[endpoint.pk] = route = _route(endpoint)
+                if not route.first_attempt:
+                    retry_lane.add(endpoint.pk)
+        rows += delivery_rows(message=message, endpoints=endpoints, lease_token=token, unleased=retry_lane)
     ids = copy_insert(Delivery, rows, return_ids=True)
-    handed = {pk: routes[row["endpoint_id"]] for pk, row in zip(ids, rows, strict=True) if row["lease_token"]}
-    dispatch.enqueue_on_commit(list(handed), token, handed)
+    first: dict[int, dispatch.Route] = {}
+    later: dict[int, dispatch.Route] = {}
+    for pk, row in zip(ids, rows, strict=True):
+        if row["status"] == Delivery.Status.PENDING:
+            route = routes[row["endpoint_id"]]
+            (first if route.first_attempt else later)[pk] = route
+    dispatch.enqueue_on_commit(list(first), token, first)
+    dispatch.enqueue_on_commit(list(later), None, later)
     counts: dict[int, int] = {}
     for row in rows:
         counts[row["message_id"]] = counts.get(row["message_id"], 0) + 1

@@ -92,9 +92,10 @@ def notify_operator(self, event_id: int) -> None:  # type: ignore[no-untyped-def
 
 
 def enqueue(
-    delivery_ids: list[int], token: str, first_attempt: bool, endpoints: dict[int, str] | None = None
+    delivery_ids: list[int], token: str | None, first_attempt: bool, endpoints: dict[int, str] | None = None
 ) -> None:
-    """Queue ``deliver_batch`` tasks; called after the lease-setting transaction commits.
+    """Queue ``deliver_batch`` tasks; called after the lease-setting transaction commits
+    (``token`` None: the deliveries are unleased, and the workers claim those still so).
 
     Deliveries are grouped by endpoint (``endpoints`` maps delivery id to
     endpoint uid; read from the database when not given) and cut into batches
@@ -123,7 +124,7 @@ def enqueue(
 
 
 def _not_deferred(
-    held_batches: list[tuple[str | None, list[int]]], token: str, waits: dict[str, float]
+    held_batches: list[tuple[str | None, list[int]]], token: str | None, waits: dict[str, float]
 ) -> list[tuple[str | None, list[int]]]:
     """Defer, in one statement, the batches whose endpoint's circuit is open; the batches
     to queue after all: those with no delivery deferred (a disabled endpoint's, which
@@ -176,14 +177,14 @@ def queue_depths(names: tuple[str, ...] = (FIRST_QUEUE, RETRY_QUEUE)) -> dict[st
 
 
 def enqueue_fresh(
-    delivery_ids: list[int], token: str, routes: Mapping[int, dispatch.Route] | None = None
+    delivery_ids: list[int], token: str | None, routes: Mapping[int, dispatch.Route] | None = None
 ) -> None:
     """Queue freshly accepted deliveries: first attempts, except that work for an
     endpoint failing or never yet successful takes the retry lane, as the
     scheduler does (``scheduler.first_lane``), so a broken tenant's fan-out
     never queues ahead of healthy endpoints' messages. Retry-lane work finding
     the retry queue at its target depth is left to the scheduler (its lease
-    given back).
+    given back, if it has one: ingest writes such work unleased).
 
     ``routes`` (by delivery id) are the lanes ingest chose as it wrote the
     rows; without them (replays, test events, an endpoint's line), or for an
@@ -224,7 +225,8 @@ def enqueue_fresh(
         # The retry queue is at its target (a broken tenant's fan-out can fill it faster than
         # hanging receivers let it drain): give the dispatch lease back instead, and the
         # scheduler hands them out as the queue has room, so the queue stays short.
-        engine.deliveries_release_unclaimed(delivery_ids=retry, token=token)
+        if token is not None:
+            engine.deliveries_release_unclaimed(delivery_ids=retry, token=token)
         return
     enqueue(retry, token, False, endpoints)
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from config import metrics
 from config.celery import FIRST_QUEUE, RETRY_QUEUE
-from deliveries import dispatch, scheduler, tasks
+from deliveries import dispatch, engine, scheduler, tasks
 from deliveries.models import Delivery
 from deliveries.services import NewMessage, message_publish_batch
 from tests.factories import DeliveryFactory, EndpointFactory, EventTypeFactory, MessageFactory, TenantFactory
@@ -504,7 +504,9 @@ def test_fresh_retry_lane_work_finding_the_retry_queue_full_is_left_to_the_sched
     assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[unproven.pk]]
 
 
-def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back(broker, settings, monkeypatch):
+def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back_nor_rewritten(
+    broker, settings, monkeypatch
+):
     # given a retry queue at its target depth, and a tenant with a proven endpoint (first
     # lane) and one never yet successful (retry lane)
     settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
@@ -514,45 +516,69 @@ def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back(broker, se
     proven = EndpointFactory(tenant=tenant, last_success_at=timezone.now())
     unproven = EndpointFactory(tenant=tenant)
     batch = [NewMessage(event_type=event_type.name, payload={"n": n}) for n in range(2)]
-    handed: list[Any] = []
-    reads: list[str] = []
+    handed: list[tuple[list[int], str | None, Any]] = []
+    touched: list[str] = []
 
-    def spy(ids: list[int], token: str, routes: Any = None) -> None:
-        handed.append(routes)
+    def spy(ids: list[int], token: str | None, routes: Any = None) -> None:
+        handed.append((ids, token, routes))
         with CaptureQueriesContext(connection) as queries:
             tasks.enqueue_fresh(ids, token, routes)
         table = f'"{Delivery._meta.db_table}"'
-        reads.extend(q["sql"] for q in queries if q["sql"].startswith("SELECT") and table in q["sql"])
+        touched.extend(q["sql"] for q in queries if table in q["sql"])
 
     monkeypatch.setattr(dispatch, "_enqueuer", spy)
 
     # when two messages are published
     message_publish_batch(tenant=tenant, batch=batch)
 
-    # then each delivery was handed over with the lane ingest chose as it wrote it, and
-    # none was read back to route it
+    # then each lane's deliveries were handed over with the lane ingest chose as it wrote
+    # them: the first lane's under the dispatch lease they were written with, the retry
+    # lane's unleased
     first = list(Delivery.objects.filter(endpoint=proven).order_by("pk"))
     later = list(Delivery.objects.filter(endpoint=unproven).order_by("pk"))
+    assert len(first) == len(later) == 2
+    (token,) = {d.lease_token for d in first}
+    assert token
     assert handed == [
-        {**{d.pk: dispatch.Route(proven.uid, True) for d in first},
-         **{d.pk: dispatch.Route(unproven.uid, False) for d in later}}
-    ]  # fmt: skip
-    assert reads == []
+        ([d.pk for d in first], token, {d.pk: dispatch.Route(proven.uid, True) for d in first}),
+        ([d.pk for d in later], None, {d.pk: dispatch.Route(unproven.uid, False) for d in later}),
+    ]
+    # and the hand-off neither read a delivery back to route it nor wrote one
+    assert touched == []
     # and the proven endpoint's deliveries are queued as one first-lane batch
-    assert all(d.lease_token for d in first)
     assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[d.pk for d in first]]
     # and the unproven endpoint's, finding the retry queue full, are due and unleased for
     # the scheduler: the retry queue grows no further
-    assert len(later) == 2 and all(d.lease_token is None and d.lease_expires_at is None for d in later)
+    assert all(d.lease_token is None and d.lease_expires_at is None for d in later)
     assert all(d in scheduler.due_deliveries() for d in later)
     assert tasks.queue_depths()[RETRY_QUEUE] == 2
 
-    # when the retry queue has room, fresh retry-lane work is queued at once
+    # when the retry queue has room, fresh retry-lane work is queued at once, with no token
     broker.delete(RETRY_QUEUE)
     (one,) = message_publish_batch(tenant=tenant, batch=batch[:1])
     fresh = Delivery.objects.get(endpoint=unproven, message=one.message)
-    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[fresh.pk]]
-    assert handed[-1][fresh.pk] == dispatch.Route(unproven.uid, False)
+    assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver_batch", [[fresh.pk], None], RETRY_QUEUE)]
+    assert handed[-1] == ([fresh.pk], None, {fresh.pk: dispatch.Route(unproven.uid, False)})
+
+
+def test_unleased_work_is_claimed_once_whether_the_hand_off_or_the_scheduler_comes_first(make_due):
+    # given two due deliveries written unleased, as ingest writes the retry lane's work
+    taken_by_scheduler, taken_by_hand_off = make_due(), make_due()
+
+    # when the scheduler hands the older out before the hand-off's task (no token) runs
+    recorder = Recorder()
+    scheduler.dispatch_due(enqueue=recorder, limit=1)
+    [(ids, token, _)] = recorder.calls
+    assert ids == [taken_by_scheduler.pk]
+
+    # then the hand-off's task claims nothing, and the scheduler's task claims it
+    assert engine.deliveries_claim(delivery_ids=ids, token=None)[0] == []
+    assert [d.pk for d in engine.deliveries_claim(delivery_ids=ids, token=token)[0]] == ids
+
+    # and when the hand-off's task claims the other first, the scheduler hands it out no more
+    claimed, _ = engine.deliveries_claim(delivery_ids=[taken_by_hand_off.pk], token=None)
+    assert [d.pk for d in claimed] == [taken_by_hand_off.pk]
+    assert scheduler.dispatch_due(enqueue=Recorder(), limit=10).dispatched == 0
 
 
 def test_ids_the_routes_miss_are_read_back(broker, make_due):
