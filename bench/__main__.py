@@ -2,9 +2,9 @@
 
 Order (each step on a clean broker, only the processes it needs running):
 floor -> naive -> django-webhook -> Hookpost ingest (API) -> Hookpost
-end-to-end 1:1, fan-out 1->100, latency at half load -> isolation without
-and with failing endpoints. Then docs/BENCHMARKS.md, docs/benchmarks.json and
-docs/benchmarks.png (or ``--out DIR``). Exit status 1 when the ledger found
+end-to-end 1:1, fan-out 1->100, latency at half load -> isolation, in pairs
+of a run without and a run with failing endpoints. Then docs/BENCHMARKS.md,
+docs/benchmarks.json and docs/benchmarks.png (or ``--out DIR``). Exit status 1 when the ledger found
 a loss (the run is FAILED) or a measurement could not run.
 """
 
@@ -25,7 +25,7 @@ from bench import baselines, ledger, report
 from bench import profile as bench_profile
 from bench.env import ROOT, BenchEnv, make_env, reset_database
 from bench.receivers import Hanging, Nginx
-from bench.stats import median_of
+from bench.stats import Measured, median_of
 
 
 @dataclass(frozen=True)
@@ -303,61 +303,80 @@ def _run_all(
             stack.stop()
 
     def isolation() -> None:
+        """Healthy throughput and latency without, then with, a broken tenant, in pairs.
+
+        Each pair runs on a fresh stack (workers, broker, empty history) with a
+        broken tenant of its own, created at the pair's start: measured one
+        side after the other, the "with" runs came minutes after the
+        "without" ones, on a database and workers that had drifted meanwhile,
+        and the ratios of their medians spread by about 0.15 between full
+        runs. A pair's two sides are minutes apart at most, and the ratio
+        reported is the median of the pairs' ratios.
+        """
+        n = sizes.healthy_endpoints
         hookpost.clear_history()
-        stack = hookpost.Stack(env, "isolation")
-        try:
-            n = sizes.healthy_endpoints
-            healthy = hookpost.make_tenant("bench-healthy", [nginx.url(f"/ok/healthy/{i}") for i in range(n)])
-            single = results.get("e2e_single", {}).get("median", {}).get("deliveries_per_s", 20.0)
-            rate = max(0.5, single / 2 / n)  # messages/s: half the single-publish delivery rate
-            wait = 180.0
+        healthy = hookpost.make_tenant("bench-healthy", [nginx.url(f"/ok/healthy/{i}") for i in range(n)])
+        single = results.get("e2e_single", {}).get("median", {}).get("deliveries_per_s", 20.0)
+        rate = max(0.5, single / 2 / n)  # messages/s: half the single-publish delivery rate
+        wait = 180.0
+        sides = {side: {"throughput": Measured(), "latency": Measured()} for side in ("without", "with")}
+        pairs: list[dict[str, float]] = []
+        broken_sent = 0
 
-            def measure(label: str) -> dict[str, Any]:
-                through = median_of(
-                    hookpost.throughput_run(
-                        nginx,
-                        healthy,
-                        sizes.isolation_deliveries,
-                        ledgers,
-                        f"isolation {label}",
-                        run_id,
-                        wait,
-                    ),
-                    label=f"isolation {label} throughput",
-                    **reps,
-                )
-                latency = median_of(
-                    hookpost.latency_run(
-                        nginx,
-                        healthy,
-                        rate,
-                        sizes.isolation_latency_seconds,
-                        ledgers,
-                        f"isolation {label} latency",
-                        run_id,
-                        wait,
-                    ),
-                    label=f"isolation {label} latency",
-                    **reps,
-                )
-                return {"throughput": through.as_dict(), "latency": latency.as_dict()}
+        def measure(side: str, index: int) -> dict[str, float]:
+            label = f"isolation {side}"
+            through = hookpost.throughput_run(
+                nginx, healthy, sizes.isolation_deliveries, ledgers, label, run_id, wait
+            )()
+            seconds = sizes.isolation_latency_seconds
+            latency = hookpost.latency_run(
+                nginx, healthy, rate, seconds, ledgers, f"{label} latency", run_id, wait
+            )()
+            sides[side]["throughput"].runs.append(through)
+            sides[side]["latency"].runs.append(latency)
+            print(
+                f"  {label} pair {index + 1}/{sizes.repeats}: "
+                f"{through['deliveries_per_s']:.1f} deliveries/s, "
+                f"p50/p99 {latency['p50_ms']:.1f}/{latency['p99_ms']:.1f} ms",
+                flush=True,
+            )
+            return {"deliveries_per_s": through["deliveries_per_s"], "p99_ms": latency["p99_ms"]}
 
-            results["isolation_without"] = measure("without")
-            broken = hookpost.BrokenTraffic(
-                env, nginx, hanging, sizes.failing_endpoints, sizes.broken_interval, "bench-broken"
-            ).start()
+        for index in range(sizes.repeats):
+            hookpost.clear_history()  # the last pair's history and broken backlog
+            stack = hookpost.Stack(env, f"isolation{index}")
             try:
-                time.sleep(sizes.broken_warmup_seconds)
-                broken.check_alive()
-                results["isolation_with"] = measure("with")
-                broken.check_alive()  # the whole "with" measurement ran beside broken traffic
+                for _ in range(sizes.warmup):  # a fresh stack's pools and imports
+                    hookpost.throughput_run(
+                        nginx, healthy, sizes.isolation_deliveries, ledgers, "isolation warm-up", run_id, wait
+                    )()
+                without = measure("without", index)
+                failing, interval = sizes.failing_endpoints, sizes.broken_interval
+                broken = hookpost.BrokenTraffic(
+                    env, nginx, hanging, failing, interval, f"bench-broken-{index}"
+                ).start()
+                try:
+                    time.sleep(sizes.broken_warmup_seconds)
+                    broken.check_alive()
+                    beside = measure("with", index)
+                    broken.check_alive()  # the whole "with" measurement ran beside broken traffic
+                finally:
+                    broken.stop()
+                broken_sent += broken.sent
             finally:
-                broken.stop()
-            results["isolation_with"]["failing_endpoints"] = sizes.failing_endpoints
-            results["isolation_with"]["broken_messages"] = broken.sent
-            results["isolation_with"]["broken_deliveries"] = broken.sent * sizes.failing_endpoints
-        finally:
-            stack.stop()
+                stack.stop()
+            pairs.append(
+                {
+                    "throughput_ratio": beside["deliveries_per_s"] / without["deliveries_per_s"],
+                    "p99_ratio": beside["p99_ms"] / without["p99_ms"],
+                }
+            )
+        results["isolation_without"] = {k: v.as_dict() for k, v in sides["without"].items()}
+        results["isolation_with"] = {k: v.as_dict() for k, v in sides["with"].items()}
+        results["isolation_with"]["failing_endpoints"] = sizes.failing_endpoints
+        results["isolation_with"]["broken_messages"] = broken_sent
+        results["isolation_with"]["broken_deliveries"] = broken_sent * sizes.failing_endpoints
+        results["isolation_pairs"] = pairs
 
     def backlog_memory() -> None:
         from bench import backlog
