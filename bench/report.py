@@ -238,9 +238,10 @@ def _pairs(results: dict[str, Any]) -> list[str]:
     p99 = ", ".join(_fmt(pair["p99_ratio"], 2) for pair in pairs)
     return [
         "",
-        f"Isolation is measured in {len(pairs)} pairs, each on a fresh stack (workers, broker, "
-        "empty history) with a broken tenant of its own: a run without failing endpoints, then "
-        "one beside them. Its ratios above are the medians of the pairs' ratios: throughput "
+        f"Isolation is measured in {len(pairs)} pair{'' if len(pairs) == 1 else 's'}, each on a "
+        "fresh stack (workers, broker, empty history) with a broken tenant of its own: a run "
+        "without failing endpoints, then one beside them. Its ratios above are the medians of "
+        "the pairs' ratios: throughput "
         f"{through}; p99 {p99}.",
     ]
 
