@@ -124,6 +124,18 @@ MODES = {
 }
 
 
+# The steps in the order they run (``--only`` picks some).
+STEPS = ("floor", "naive", "django-webhook", "ingest", "delivery", "isolation", "backlog")
+
+
+def _steps(value: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    unknown = names - set(STEPS)
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown step(s) {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small sizes, one run each (< 3 minutes)")
     mode.add_argument("--smoke", action="store_true", help="the smallest sizes (the test suite's smoke test)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the report files go")
+    parser.add_argument("--out", type=Path, help="where the report files go (default docs/)")
     parser.add_argument("--database-url", help="default $BENCH_DATABASE_URL or hookpost_bench")
     parser.add_argument("--redis-url", help="default $BENCH_REDIS_URL or redis://127.0.0.1:6379/12")
     parser.add_argument("--workdir", type=Path, help="logs and nginx files (default var/bench/run)")
@@ -139,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a line for the report (e.g. 'loaded machine')")
     parser.add_argument(
         "--profile", action="store_true", help="sample the worker with py-spy during the 1:1 runs"
+    )
+    parser.add_argument(
+        "--only",
+        type=_steps,
+        help=f"run only these steps, comma-separated, of: {', '.join(STEPS)} (the isolation step's "
+        "latency runs offer half the delivery step's single-publish rate, or 10 deliveries/s without "
+        "it); the report goes to the work directory unless --out says otherwise",
     )
     args = parser.parse_args(argv)
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -162,7 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     nginx = Nginx(env.workdir / "nginx").start()
     hanging = Hanging(env.workdir)
     try:
-        _run_all(env, sizes, nginx, hanging, ledgers, results, skip_djw=args.skip_djw, profile=args.profile)
+        _run_all(
+            env,
+            sizes,
+            nginx,
+            hanging,
+            ledgers,
+            results,
+            skip_djw=args.skip_djw,
+            profile=args.profile,
+            only=args.only,
+        )
     finally:
         hanging.stop()
         nginx.stop()
@@ -177,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     results["settings"] = report.settings_info(env)
     results["command"] = command
     results["note"] = args.note
-    paths = report.write(results, args.out)
+    paths = report.write(results, args.out or (env.workdir / "report" if args.only else ROOT / "docs"))
     status = "FAILED (losses)" if not ledgers.ok else "FAILED (errors)" if results["errors"] else "OK"
     print(f"bench {mode_name} {status} in {results['elapsed_s']:.0f} s; wrote {', '.join(map(str, paths))}")
     return 0 if status == "OK" else 1
@@ -203,6 +232,7 @@ def _run_all(
     *,
     skip_djw: bool,
     profile: bool = False,
+    only: frozenset[str] | None = None,
 ) -> None:
     from bench import hookpost
     from bench.env import flush_redis
@@ -410,16 +440,21 @@ def _run_all(
         if figures["duplicates"]:
             raise RuntimeError(f"{figures['duplicates']} deliveries arrived twice during the backlog run")
 
-    _step(results, "floor", floor)
-    _step(results, "naive", naive)
+    steps = {
+        "floor": floor,
+        "naive": naive,
+        "django-webhook": djw,
+        "ingest": ingest,
+        "delivery": delivery,
+        "isolation": isolation,
+        "backlog": backlog_memory,
+    }
+    assert set(STEPS) == set(steps)
     if skip_djw:
         results["skipped"] = ["django-webhook (--skip-djw)"]
-    else:
-        _step(results, "django-webhook", djw)
-    _step(results, "ingest", ingest)
-    _step(results, "delivery", delivery)
-    _step(results, "isolation", isolation)
-    _step(results, "backlog", backlog_memory)
+    for name, fn in steps.items():
+        if (only is None or name in only) and not (skip_djw and name == "django-webhook"):
+            _step(results, name, fn)
 
 
 if __name__ == "__main__":
