@@ -20,7 +20,7 @@ waits in PostgreSQL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,6 +68,23 @@ def first_lane(
     )
 
 
+# What first_lane() reads of a Delivery row, as ``values_list`` fields (``first_lane_of``).
+LANE_FIELDS = (
+    "attempt_count",
+    "endpoint__consecutive_failures",
+    "endpoint__circuit_state",
+    "endpoint__last_success_at",
+)
+
+
+def first_lane_of(values: Sequence[Any]) -> bool:
+    """``first_lane`` of a row's ``LANE_FIELDS`` values, in that order."""
+    count, failures, circuit, succeeded = values
+    return first_lane(
+        attempt_count=count, consecutive_failures=failures, circuit_state=circuit, last_success_at=succeeded
+    )
+
+
 # first_lane() as a filter on Delivery rows, for a round that fills one lane.
 FIRST_LANE_ROWS = Q(
     attempt_count=0,
@@ -108,13 +125,7 @@ def dispatch_due(*, enqueue: Enqueue, limit: int, lane: str | None = None) -> Di
     with transaction.atomic():
         rows = list(
             due.select_for_update(skip_locked=True, of=("self",)).values_list(
-                "pk",
-                "attempt_count",
-                "endpoint__consecutive_failures",
-                "endpoint__circuit_state",
-                "endpoint__last_success_at",
-                "next_attempt_at",
-                "lease_expires_at",
+                "pk", *LANE_FIELDS, "next_attempt_at", "lease_expires_at"
             )[:limit]
         )
         if not rows:
@@ -126,16 +137,7 @@ def dispatch_due(*, enqueue: Enqueue, limit: int, lane: str | None = None) -> Di
         # Work for an endpoint that is failing or unproven takes the retry lane
         # even on its first attempt (or after a deferral), so fresh messages for
         # healthy endpoints never queue behind it.
-        first = [
-            pk
-            for pk, count, failures, circuit, succeeded, *_ in rows
-            if first_lane(
-                attempt_count=count,
-                consecutive_failures=failures,
-                circuit_state=circuit,
-                last_success_at=succeeded,
-            )
-        ]
+        first = [row[0] for row in rows if first_lane_of(row[1 : 1 + len(LANE_FIELDS)])]
         chosen = set(first)
         retries = [row[0] for row in rows if row[0] not in chosen]
 

@@ -199,21 +199,11 @@ def enqueue_fresh(
             failing.add(pk)
     for start in range(0, len(unrouted), _LOOKUP_CHUNK):
         rows = Delivery.objects.filter(pk__in=unrouted[start : start + _LOOKUP_CHUNK]).values_list(
-            "pk",
-            "endpoint__uid",
-            "attempt_count",
-            "endpoint__consecutive_failures",
-            "endpoint__circuit_state",
-            "endpoint__last_success_at",
+            "pk", "endpoint__uid", *scheduler.LANE_FIELDS
         )
-        for pk, endpoint_uid, count, failures, circuit, succeeded in rows:
+        for pk, endpoint_uid, *lane in rows:
             endpoints[pk] = endpoint_uid
-            if not scheduler.first_lane(
-                attempt_count=count,
-                consecutive_failures=failures,
-                circuit_state=circuit,
-                last_success_at=succeeded,
-            ):
+            if not scheduler.first_lane_of(lane):
                 failing.add(pk)
     healthy = [pk for pk in delivery_ids if pk not in failing]
     if healthy:
