@@ -23,7 +23,8 @@ from typing import Any
 
 from bench import baselines, ledger, report
 from bench import profile as bench_profile
-from bench.env import ROOT, BenchEnv, make_env, reset_database
+from bench.cpu import CpuMeter
+from bench.env import ROOT, BenchEnv, Process, make_env, reset_database
 from bench.receivers import Hanging, Nginx
 from bench.stats import Measured, median_of
 
@@ -351,13 +352,16 @@ def _run_all(
         wait = 180.0
         sides = {side: {"throughput": Measured(), "latency": Measured()} for side in ("without", "with")}
         pairs: list[dict[str, float]] = []
+        cpu: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
         broken_sent = 0
 
-        def measure(side: str, index: int) -> dict[str, float]:
+        def measure(side: str, index: int, groups: dict[str, list[Process]]) -> dict[str, float]:
             label = f"isolation {side}"
-            through = hookpost.throughput_run(
-                nginx, healthy, sizes.isolation_deliveries, ledgers, label, run_id, wait
-            )()
+            with CpuMeter(groups) as meter:
+                through = hookpost.throughput_run(
+                    nginx, healthy, sizes.isolation_deliveries, ledgers, label, run_id, wait
+                )()
+            cpu[side].append(meter.shares)
             seconds = sizes.isolation_latency_seconds
             latency = hookpost.latency_run(
                 nginx, healthy, rate, seconds, ledgers, f"{label} latency", run_id, wait
@@ -380,7 +384,8 @@ def _run_all(
                     hookpost.throughput_run(
                         nginx, healthy, sizes.isolation_deliveries, ledgers, "isolation warm-up", run_id, wait
                     )()
-                without = measure("without", index)
+                groups = {"first-lane workers": stack.first, "retry worker": [stack.retry]}
+                without = measure("without", index, groups)
                 failing, interval = sizes.failing_endpoints, sizes.broken_interval
                 broken = hookpost.BrokenTraffic(
                     env, nginx, hanging, failing, interval, f"bench-broken-{index}"
@@ -388,7 +393,8 @@ def _run_all(
                 try:
                     time.sleep(sizes.broken_warmup_seconds)
                     broken.check_alive()
-                    beside = measure("with", index)
+                    assert broken.process is not None
+                    beside = measure("with", index, {**groups, "broken publisher": [broken.process]})
                     broken.check_alive()  # the whole "with" measurement ran beside broken traffic
                 finally:
                     broken.stop()
@@ -407,6 +413,7 @@ def _run_all(
         results["isolation_with"]["broken_messages"] = broken_sent
         results["isolation_with"]["broken_deliveries"] = broken_sent * sizes.failing_endpoints
         results["isolation_pairs"] = pairs
+        results["isolation_cpu"] = cpu
 
     def backlog_memory() -> None:
         from bench import backlog

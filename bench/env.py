@@ -147,13 +147,17 @@ class Process:
     def pid(self) -> int:
         return self.proc.pid
 
+    def pids(self) -> list[int]:
+        """The process and its descendants (Celery's embedded beat, gunicorn's workers)."""
+        return [self.pid, *_descendants(self.pid)]
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def rss_kb(self) -> int:
         """Resident memory of the process and its children (Celery's pool lives in-process)."""
         total = 0
-        for pid in [self.pid, *_descendants(self.pid)]:
+        for pid in self.pids():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):

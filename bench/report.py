@@ -118,6 +118,7 @@ def settings_info(env: BenchEnv) -> dict[str, Any]:
         ),
         "receiver": "nginx, 1 worker process, return 204, access log per request",
         "DEBUG": settings.DEBUG,
+        "CONN_MAX_AGE": settings.DATABASES["default"]["CONN_MAX_AGE"],
         "HOOKPOST_SCHEDULER_INTERVAL_SECONDS": settings.HOOKPOST_SCHEDULER_INTERVAL_SECONDS,
         "HOOKPOST_QUEUE_TARGET_DEPTH": settings.HOOKPOST_QUEUE_TARGET_DEPTH,
         "HOOKPOST_DEFAULT_TIMEOUT_SECONDS": settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS,
@@ -246,6 +247,31 @@ def _pairs(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _isolation_cpu(results: dict[str, Any]) -> list[str]:
+    """Whose CPU the isolation step's throughput runs used, without and with the broken
+    tenant: the median over the pairs of each group's busy cores."""
+    cpu = results.get("isolation_cpu")
+    if not cpu or not cpu.get("without") or not cpu.get("with"):
+        return []
+
+    def median(side: str, group: str) -> float:
+        return statistics.median(shares.get(group, 0.0) for shares in cpu[side])
+
+    named = {g for side in cpu.values() for shares in side for g in shares}
+    groups = sorted(named, key=lambda g: -median("with", g))
+    rows = [f"| {g} | {median('without', g):.2f} | {median('with', g):.2f} |" for g in groups]
+    total = [sum(median(side, g) for g in groups) for side in ("without", "with")]
+    return [
+        "",
+        "CPU during the isolation throughput runs, in busy cores (2 is the machine), median of the pairs:",
+        "",
+        "| Processes | without | with failing endpoints |",
+        "| --- | ---: | ---: |",
+        *rows,
+        f"| all | {total[0]:.2f} | {total[1]:.2f} |",
+    ]
+
+
 def verdicts(rat: dict[str, float]) -> dict[str, str]:
     out = {}
     for key, _, op, target in TARGETS:
@@ -303,6 +329,7 @@ def markdown(
         )
     lines += [
         *_pairs(results),
+        *_isolation_cpu(results),
         "",
         "## Absolute figures (medians)",
         "",
