@@ -80,7 +80,12 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        # Ten minutes, not one: each worker thread holds a connection, and a minute's age
+        # made all of a worker's threads reconnect together every minute, each a new
+        # PostgreSQL backend warming its caches: the bench's isolation runs lost a tenth of
+        # their throughput in the minute it fell in (docs/BENCHMARKS.md). Health checks
+        # replace a connection the server dropped before it is used.
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
         conn_health_checks=True,
     )
 }
