@@ -248,27 +248,29 @@ def _pairs(results: dict[str, Any]) -> list[str]:
 
 
 def _isolation_cpu(results: dict[str, Any]) -> list[str]:
-    """Whose CPU the isolation step's throughput runs used, without and with the broken
-    tenant: the median over the pairs of each group's busy cores."""
+    """Whose CPU the isolation step's runs used, without and with the broken tenant: the
+    median over the pairs of each group's busy cores, in the throughput runs (the machine
+    saturated) and in the latency runs (paced at half load)."""
     cpu = results.get("isolation_cpu")
-    if not cpu or not cpu.get("without") or not cpu.get("with"):
+    sides = ("without", "with", "without latency", "with latency")
+    if not cpu or not all(cpu.get(side) for side in sides):
         return []
 
     def median(side: str, group: str) -> float:
         return statistics.median(shares.get(group, 0.0) for shares in cpu[side])
 
-    named = {g for side in cpu.values() for shares in side for g in shares}
+    named = {g for side in sides for shares in cpu[side] for g in shares}
     groups = sorted(named, key=lambda g: -median("with", g))
-    rows = [f"| {g} | {median('without', g):.2f} | {median('with', g):.2f} |" for g in groups]
-    total = [sum(median(side, g) for g in groups) for side in ("without", "with")]
+    rows = [f"| {g} | " + " | ".join(f"{median(side, g):.2f}" for side in sides) + " |" for g in groups]
+    total = " | ".join(f"{sum(median(side, g) for g in groups):.2f}" for side in sides)
     return [
         "",
-        "CPU during the isolation throughput runs, in busy cores (2 is the machine), median of the pairs:",
+        "CPU during the isolation runs, in busy cores (2 is the machine), median of the pairs:",
         "",
-        "| Processes | without | with failing endpoints |",
-        "| --- | ---: | ---: |",
+        "| Processes | throughput runs, without | with failing endpoints | latency runs, without | with |",
+        "| --- | ---: | ---: | ---: | ---: |",
         *rows,
-        f"| all | {total[0]:.2f} | {total[1]:.2f} |",
+        f"| all | {total} |",
     ]
 
 

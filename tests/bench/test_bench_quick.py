@@ -54,6 +54,10 @@ def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     # isolation ran as pairs, each "with" run over its own "without" run
     assert len(data["isolation_pairs"]) == 1 and data["isolation_pairs"][0]["throughput_ratio"] > 0
     assert "Isolation is measured in 1 pair," in (out / "BENCHMARKS.md").read_text()
+    # and each of its runs was metered: whose CPU it used, by process group
+    assert set(data["isolation_cpu"]) == {"without", "with", "without latency", "with latency"}
+    assert all(shares[0]["first-lane workers"] > 0 for shares in data["isolation_cpu"].values())
+    assert "CPU during the isolation runs" in (out / "BENCHMARKS.md").read_text()
     # the backlog run wrote its pending rows and sampled the worker's memory while it worked
     backlog = data["backlog"]
     assert backlog["pending"] == 2000 and backlog["rss_start_kb"] > 0 and backlog["delivered"] > 0, backlog
