@@ -4,8 +4,9 @@ Order (each step on a clean broker, only the processes it needs running):
 floor -> naive -> django-webhook -> Hookpost ingest (API) -> Hookpost
 end-to-end 1:1, fan-out 1->100, latency at half load -> isolation, in pairs
 of a run without and a run with failing endpoints. Then docs/BENCHMARKS.md,
-docs/benchmarks.json and docs/benchmarks.png (or ``--out DIR``). Exit status 1 when the ledger found
-a loss (the run is FAILED) or a measurement could not run.
+docs/benchmarks.json and docs/benchmarks.png (or ``--out DIR``). Exit status
+1 when the ledger found a loss (the run is FAILED) or a measurement could not
+run.
 """
 
 from __future__ import annotations

@@ -207,14 +207,9 @@ def ratios(fig: dict[str, float]) -> dict[str, float]:
         "hookpost_over_naive": div(fig["e2e_per_s"], fig["naive_per_s"]),
         "hookpost_over_djw": div(fig["e2e_per_s"], fig["djw_per_s"]),
         "fanout_over_1to1": div(fig["fanout_per_s"], fig["e2e_per_s"]),
-        # Paired runs (each "with" beside its own "without"): the median of the pairs'
-        # ratios; a report of runs measured one side after the other: of the medians.
-        "isolation_p99_ratio": _first_measured(
-            fig["iso_pairs_p99_ratio"], div(fig["iso_with_p99_ms"], fig["iso_without_p99_ms"])
-        ),
-        "isolation_throughput_ratio": _first_measured(
-            fig["iso_pairs_throughput_ratio"], div(fig["iso_with_per_s"], fig["iso_without_per_s"])
-        ),
+        # The median of the pairs' ratios, each "with" run over its own "without" run.
+        "isolation_p99_ratio": fig["iso_pairs_p99_ratio"],
+        "isolation_throughput_ratio": fig["iso_pairs_throughput_ratio"],
         "latency_p99_ms": fig["latency_p99_ms"],
         "backlog_rss_growth_pct": fig["backlog_growth_pct"],
     }
@@ -224,10 +219,6 @@ def _pairs_median(results: dict[str, Any], key: str) -> float:
     """The median of ``key`` over the isolation step's pairs; NaN when it ran none."""
     values = [pair[key] for pair in results.get("isolation_pairs", []) if key in pair]
     return statistics.median(values) if values else float("nan")
-
-
-def _first_measured(*values: float) -> float:
-    return next((value for value in values if not math.isnan(value)), float("nan"))
 
 
 def _pairs(results: dict[str, Any]) -> list[str]:

@@ -3,10 +3,10 @@
 Ingest creates deliveries as ``pending`` with ``next_attempt_at = now`` inside
 its transaction, and knows each one's lane as it writes it (``Route``): the
 first-attempt lane's work under a dispatch lease (token + expiry), the retry
-lane's unleased (``deliveries.services._publish``). PostgreSQL is the schedule: the scheduler
-finds every due delivery on its own, so nothing here is needed for
-correctness: if the hand-off fails, the lease expires and the scheduler
-queues the delivery. Enqueueing right after commit only saves the
+lane's unleased (``deliveries.services._publish``). PostgreSQL is the
+schedule: the scheduler finds every due delivery on its own, so nothing here
+is needed for correctness: if the hand-off fails, the lease expires and the
+scheduler queues the delivery. Enqueueing right after commit only saves the
 scheduler's polling delay.
 
 ``enqueue_on_commit`` is the only safe way to hand work over: publishing
@@ -60,8 +60,9 @@ def enqueue_on_commit(
     ``token`` is the dispatch lease the deliveries were written with; the
     worker's claim must present it. None: they were written unleased, so the
     scheduler may hand them out too, and a worker claims only those still
-    unleased (whoever takes a row first sends it, once). ``routes`` (by delivery id), when the
-    caller knows them, spare the engine reading the rows back to route them.
+    unleased (whoever takes a row first sends it, once). ``routes`` (by
+    delivery id), when the caller knows them, spare the engine reading the
+    rows back to route them.
 
     If the transaction rolls back nothing is sent. If the broker is down the
     deliveries stay due in PostgreSQL and the scheduler picks them up.
