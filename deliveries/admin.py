@@ -29,6 +29,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from config.numbers import MAX_BIGINT, NumberRejected, parse_int
 from deliveries.dead_letters import dead_letters_discard
 from deliveries.engine import redact_headers
 from deliveries.models import Attempt, DeadLetter, Delivery, Message
@@ -94,6 +95,14 @@ def admin_link(viewname: str, pk: Any, text: str) -> SafeString:
 # --- List filters -----------------------------------------------------------------
 
 
+def _row_id(value: str) -> int | None:
+    """The row id a filter's query parameter names, or None when it names none."""
+    try:
+        return parse_int(value, minimum=1, maximum=MAX_BIGINT)
+    except NumberRejected:
+        return None
+
+
 class EndpointFilter(admin.SimpleListFilter):
     """Endpoints of the user's tenants only (never another tenant's URLs)."""
 
@@ -113,9 +122,8 @@ class EndpointFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        if not value.isdigit():
-            return queryset.none()
-        return queryset.filter(**{self.endpoint_path: int(value)})
+        row_id = _row_id(value)
+        return queryset.none() if row_id is None else queryset.filter(**{self.endpoint_path: row_id})
 
 
 class TenantFilter(admin.SimpleListFilter):
@@ -136,9 +144,8 @@ class TenantFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        if not value.isdigit():
-            return queryset.none()
-        return queryset.filter(**{self.tenant_path: int(value)})
+        row_id = _row_id(value)
+        return queryset.none() if row_id is None else queryset.filter(**{self.tenant_path: row_id})
 
 
 # --- Shared base -------------------------------------------------------------------

@@ -21,10 +21,12 @@ import enum
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from django.conf import settings
+
+from config.numbers import NumberRejected, parse_int
 
 
 class Verdict(enum.Enum):
@@ -65,7 +67,7 @@ def decide(
     if status in (429, 503) and retry_after:
         asked = parse_retry_after(retry_after, now)
         if asked is not None:
-            delay = max(delay, min(asked, settings.HOOKPOST_RETRY_AFTER_MAX_SECONDS))
+            delay = max(delay, asked)
     return Decision(Verdict.RETRY, delay)
 
 
@@ -78,15 +80,19 @@ def jittered(seconds: float, rng: random.Random | None = None) -> float:
 
 
 def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` value (delta-seconds or HTTP date); None if unreadable."""
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    """Seconds a ``Retry-After`` value asks for, delta-seconds or an HTTP date,
+    at most ``HOOKPOST_RETRY_AFTER_MAX_SECONDS``; None when it is neither."""
+    cap = settings.HOOKPOST_RETRY_AFTER_MAX_SECONDS
+    value = value.strip(" \t")  # optional whitespace around an HTTP field value
+    try:
+        return float(parse_int(value, minimum=0, maximum=cap, saturate=True))
+    except NumberRejected:
+        pass
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": the sender does not know its zone
+            return None
+        seconds = (when - (now or datetime.now(UTC))) / timedelta(seconds=1)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None or when.tzinfo is None:
-        return None
-    reference = now or datetime.now(when.tzinfo)
-    return max((when - reference) / timedelta(seconds=1), 0.0)
+    return min(max(seconds, 0.0), float(cap))

@@ -13,6 +13,7 @@ comes from ``webhooks.admin_scoping``.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -28,11 +29,13 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from config.numbers import NumberRejected, parse_decimal
 from deliveries.dashboard import bounded_count, endpoint_health, hourly_chart, tenant_dashboard
 from deliveries.models import Delivery
 from deliveries.replay import RECOVERABLE, endpoint_recover
 from deliveries.services import message_publish_test
 from webhooks import services
+from webhooks.admin_changelist import StrictQueryAdmin
 from webhooks.admin_scoping import (
     OperatorOnlyAdmin,
     TenantScopedAdmin,
@@ -48,6 +51,9 @@ admin.site.site_title = "Hookpost admin"
 admin.site.index_title = "Webhooks"
 admin.site.index_template = "admin/hookpost_index.html"
 admin.site.site_url = None  # there is no public site to link to
+
+# The rotation form asks for hours; the service's bound is in seconds.
+MAX_GRACE_HOURS = Decimal(services.MAX_GRACE_SECONDS) / 3600
 
 CIRCUIT_COLORS = {
     Endpoint.CircuitState.CLOSED: "#2e7d32",
@@ -243,7 +249,7 @@ class ApiKeyAdmin(OperatorOnlyAdmin):
 
 
 @admin.register(EventType)
-class EventTypeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class EventTypeAdmin(StrictQueryAdmin):
     """The platform's event-type catalogue: readable by every staff user (it is
     global, like ``GET /event-types/``); operators manage it through the API
     and may archive or restore types here."""
@@ -312,7 +318,10 @@ class EndpointForm(forms.ModelForm):  # type: ignore[type-arg]
     headers = forms.JSONField(
         required=False,
         initial=dict,
-        help_text='Extra HTTP headers sent with every request, e.g. {"X-Team": "billing"}.',
+        help_text=(
+            'Extra HTTP headers sent with every request, e.g. {"X-Team": "billing"}. '
+            "Names: letters, digits and !#$%&'*+-.^_`|~; values: ASCII or Latin-1 characters."
+        ),
     )
     retry_schedule = forms.JSONField(
         required=False,
@@ -627,13 +636,15 @@ class EndpointAdmin(TenantScopedAdmin):
         endpoint = self._managed_object(request, object_id)
         if request.method == "POST":
             try:
-                grace_hours = float(request.POST.get("grace_hours", "24"))
+                grace_hours = parse_decimal(
+                    request.POST.get("grace_hours", "24"), minimum=0, maximum=MAX_GRACE_HOURS
+                )
                 services.endpoint_secret_rotate(endpoint=endpoint, grace_seconds=int(grace_hours * 3600))
-            except (ValueError, ServiceError) as exc:
+            except (NumberRejected, ServiceError) as exc:
                 text = (
                     exc.message
                     if isinstance(exc, ServiceError)
-                    else "The grace period must be a number of hours."
+                    else f"The grace period must be {exc.requirement} hours."
                 )
                 if isinstance(exc, Invalid) and exc.details:
                     text += " " + " ".join(m for msgs in exc.details.values() for m in msgs)

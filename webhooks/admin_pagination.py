@@ -11,8 +11,9 @@ entry and dominates the page. ``EstimatedCountPaginator`` instead:
    as an estimate (``is_estimate``), never less than what was counted.
 
 Pages past the estimated end are allowed (they may exist) and render empty
-when they do not. On databases without a JSON ``EXPLAIN`` (SQLite in
-development) the estimate is just "more than ``exact_limit``".
+when they do not; a page whose OFFSET PostgreSQL's bigint cannot hold is
+invalid. On databases without a JSON ``EXPLAIN`` (SQLite in development) the
+estimate is just "more than ``exact_limit``".
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.db import DatabaseError, connections
 from django.db.models import QuerySet
+
+from config.numbers import MAX_BIGINT, NumberRejected, parse_int
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +55,18 @@ class EstimatedCountPaginator(Paginator):
         return max(self.exact_limit + 1, planner_estimate(qs))
 
     def validate_number(self, number: Any) -> int:
-        """Any page from 1 up when the count is an estimate: the last page is not known."""
+        """Any page from 1 up when the count is an estimate (the last page is not
+        known), as long as its OFFSET fits PostgreSQL's bigint; InvalidPage
+        otherwise, which the admin answers as Django does for any bad page."""
         if not self.is_estimate_count():
             return super().validate_number(number)
+        last = MAX_BIGINT // self.per_page
         try:
-            value = int(number)
-        except (TypeError, ValueError) as exc:
+            return parse_int(str(number), minimum=1, maximum=last)
+        except NumberRejected as exc:
+            if exc.out_of_range:
+                raise EmptyPage(f"That page number is not from 1 to {last}") from exc
             raise PageNotAnInteger("That page number is not an integer") from exc
-        if value < 1:
-            raise EmptyPage("That page number is less than 1")
-        return value
 
     def page(self, number: Any) -> Any:
         if not self.is_estimate_count():

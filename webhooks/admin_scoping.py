@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
+from webhooks.admin_changelist import StrictQueryAdmin
 from webhooks.models import Endpoint, Membership, Tenant
 
 _CACHE_ATTR = "_hookpost_tenant_roles"
@@ -100,7 +100,7 @@ def visible_endpoints(request: HttpRequest) -> QuerySet[Endpoint]:
     return scope_queryset(Endpoint.objects.all(), "tenant_id", visible_tenant_ids(request))
 
 
-class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class TenantScopedAdmin(StrictQueryAdmin):
     """A ModelAdmin whose every read is limited to the user's tenants.
 
     ``tenant_path`` is the lookup from the model to its tenant's id
@@ -160,7 +160,7 @@ class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
-class OperatorOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class OperatorOnlyAdmin(StrictQueryAdmin):
     """Platform-wide rows (API keys, memberships): superusers only.
 
     Everyone else gets an empty queryset, so even a staff user who was given

@@ -3,17 +3,21 @@
 Cursors (not offsets) keep deep pages cheap on large histories and stable
 while new rows arrive. Newest first.
 """
+
 from __future__ import annotations
 
+from base64 import b64decode
 from datetime import UTC
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from django.utils.dateparse import parse_datetime
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+
+from config.numbers import NumberRejected, parse_int
 
 MAX_LIMIT = 250
 
@@ -28,27 +32,44 @@ class DataCursorPagination(CursorPagination):
         raw = request.query_params.get("limit")
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            raise ValidationError({"limit": [f"Must be an integer from 1 to {MAX_LIMIT}."]})
-        return int(raw)
+        try:
+            return parse_int(raw, minimum=1, maximum=MAX_LIMIT)
+        except NumberRejected as exc:
+            raise ValidationError({"limit": [str(exc)]}) from exc
 
     def decode_cursor(self, request: Request) -> Cursor | None:
+        """The cursor of ``?cursor=``, or None; a malformed one is a 422 on ``cursor``.
+
+        DRF's own decoding reads the offset and direction with ``int()``; here
+        they go through the strict parser. The offset is clamped to
+        ``offset_cutoff`` as DRF does.
+        """
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is None:
+            return None
+        invalid = ValidationError({"cursor": ["Invalid cursor."]})
         try:
-            cursor = super().decode_cursor(request)
-        except NotFound as exc:
-            raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
-        if cursor is None or cursor.position is None:
-            return cursor
+            tokens = parse_qs(b64decode(encoded.encode("ascii")).decode("ascii"), keep_blank_values=True)
+            offset = parse_int(
+                tokens.get("o", ["0"])[0], minimum=0, maximum=self.offset_cutoff, saturate=True
+            )
+            reverse = parse_int(tokens.get("r", ["0"])[0], minimum=0, maximum=1)
+        except ValueError as exc:  # also NumberRejected, binascii.Error, Unicode errors
+            raise invalid from exc
+        position = tokens.get("p", [None])[0]
+        if position is None:
+            return Cursor(offset=offset, reverse=bool(reverse), position=None)
         # The position is a created_at that the client sent back; a forged one
         # must be a 422 here, not a 500 from the query (PostgreSQL also refuses
         # offsets that Python accepts, so it is normalized to UTC).
         try:
-            position = parse_datetime(cursor.position)
-            if position is None or position.tzinfo is None:
-                raise ValueError(cursor.position)
-            return cursor._replace(position=position.astimezone(UTC).isoformat())
+            parsed = parse_datetime(position)
+            if parsed is None or parsed.tzinfo is None:
+                raise ValueError(position)
+            normalized = parsed.astimezone(UTC).isoformat()
         except (ValueError, OverflowError) as exc:
-            raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
+            raise invalid from exc
+        return Cursor(offset=offset, reverse=bool(reverse), position=normalized)
 
     def encode_cursor(self, cursor: Cursor) -> str:
         # DRF returns a whole URL; the contract returns the opaque token only.

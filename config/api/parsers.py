@@ -6,6 +6,7 @@ surrogates (not encodable as UTF-8) and nesting deeper than ``MAX_DEPTH``
 (it would exhaust Python's recursion when serialized or validated). Such
 bodies would otherwise fail deep inside a view with a 500.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from config.api.errors import RequestTooLarge
+from config.numbers import NumberRejected, parse_int
 
 MAX_DEPTH = 64
 # Both can only arrive as \u escapes: raw control characters and surrogates
@@ -48,6 +50,18 @@ def _check_storable(value: Any, text: str) -> None:
             raise ParseError("The body contains \\u0000 or an unpaired surrogate, which cannot be stored.")
 
 
+def _declared_length(value: str, limit: int) -> int:
+    """A ``Content-Length`` as bytes, at most ``limit + 1``; 0 when unreadable.
+
+    An unreadable value is not trusted either way: the body is read with the
+    cap below, which decides.
+    """
+    try:
+        return parse_int(value, minimum=0, maximum=limit + 1, saturate=True)
+    except NumberRejected:
+        return 0
+
+
 class LimitedJSONParser(JSONParser):
     """Reads at most ``HOOKPOST_MAX_REQUEST_BYTES``; larger bodies -> 413."""
 
@@ -60,7 +74,7 @@ class LimitedJSONParser(JSONParser):
         limit = settings.HOOKPOST_MAX_REQUEST_BYTES
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and _declared_length(declared, limit) > limit:
             raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
         raw = stream.read(limit + 1)
         if len(raw) > limit:

@@ -1,5 +1,6 @@
 """Cursor pagination of every list: ``{"data": [...], "next": cursor|null}``,
 newest first, ``?limit=`` 1-250 (default 50)."""
+
 from __future__ import annotations
 
 import base64
@@ -147,10 +148,19 @@ def test_the_default_page_is_50_and_the_largest_250(api, tenant, event_type):
     assert len(largest["data"]) == 250 and largest["next"] is not None
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "251", "ten", "2.5", ""])
+@pytest.mark.parametrize(
+    "limit",
+    ["0", "-1", "251", "ten", "2.5", "", "²", "٣", "१०", "𝟗", "+5", " 5", "5\x00", "1_0", "9" * 5000],  # noqa: RUF001 (other scripts' digits on purpose)
+)
 @pytest.mark.parametrize("path", ["/api/v1/tenants/acme/messages/", "/api/v1/tenants/acme/deliveries/"])
 def test_a_bad_limit_is_422_on_limit(api, tenant, path, limit):
     response = api.get(path, {"limit": limit})
+
+    assert assert_error(response, 422, "validation_error")["limit"] == ["Must be an integer from 1 to 250."]
+
+
+def test_limit_superscript_two_in_the_raw_query_is_422_not_500(api, tenant):
+    response = api.get("/api/v1/tenants/acme/messages/?limit=%C2%B2")
 
     assert assert_error(response, 422, "validation_error")["limit"]
 
@@ -168,8 +178,28 @@ def _forged(**fields: str) -> str:
         _forged(p="2024"),  # decodes, but the position is not a time
         _forged(p="2024-01-01T00:00:00"),  # no UTC offset
         _forged(p="0001-01-01T00:00:00+01:00"),  # before year 1 in UTC
+        _forged(o="٣"),  # int() reads Arabic-Indic digits
+        _forged(o="²"),
+        _forged(o="-1"),
+        _forged(o=" 1"),
+        _forged(r="²"),
+        _forged(r="2"),
+        "²",
     ],
-    ids=["garbage", "bad_offset", "not_a_time", "naive", "year_zero"],
+    ids=[
+        "garbage",
+        "bad_offset",
+        "not_a_time",
+        "naive",
+        "year_zero",
+        "offset_arabic_indic",
+        "offset_superscript",
+        "offset_negative",
+        "offset_space",
+        "reverse_superscript",
+        "reverse_two",
+        "non_ascii",
+    ],
 )
 @pytest.mark.parametrize(
     "path", ["/api/v1/tenants/acme/messages/", "/api/v1/tenants/acme/deliveries/", "/api/v1/tenants/"]
@@ -194,3 +224,21 @@ def test_a_cursor_position_with_any_utc_offset_is_understood(api, tenant, event_
     assert response.status_code == 200, response.json()
     assert [m["id"] for m in response.json()["data"]] == [older.uid]
     assert newer.created_at > older.created_at
+
+
+def test_a_cursor_offset_past_the_cutoff_is_clamped_like_drf(api, tenant, event_type):
+    # given two messages
+    now = timezone.now()
+    for minutes in range(2):
+        MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(minutes=minutes))
+
+    # when cursors carry offsets larger than DRF's cutoff (1000) and no position
+    responses = [
+        api.get("/api/v1/tenants/acme/messages/", {"cursor": _forged(o=offset)})
+        for offset in ("5000", "9" * 5000)
+    ]
+
+    # then each is read as the cutoff: past both rows, an empty page rather than an error
+    for response in responses:
+        assert response.status_code == 200, response.json()
+        assert response.json()["data"] == []

@@ -28,6 +28,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.numbers import NumberRejected, parse_int
 from webhooks import signing
 
 HOST = "127.0.0.1"  # a demo: never listen beyond this machine
@@ -80,10 +81,9 @@ def make_handler(
 
         def do_POST(self) -> None:
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY_BYTES:
+                declared = self.headers.get("Content-Length") or "0"
+                length = parse_int(declared, minimum=0, maximum=MAX_BODY_BYTES)
+            except NumberRejected:
                 self._answer(413)
                 return
             body = self.rfile.read(length)
