@@ -17,6 +17,7 @@ someone else owns it now.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -27,13 +28,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models import Case, DateTimeField, F, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config import metrics
-from deliveries import admission, breaker, bulkhead, dispatch, operational, retry, signals
+from deliveries import admission, breaker, bulkhead, dispatch, operational, reply, retry, signals
 from deliveries.copy_insert import copy_insert
 from deliveries.models import Attempt, Delivery
 from deliveries.transport import Transport, TransportResult
@@ -602,15 +603,14 @@ def _record_all(sent: list[_Sent], lease: str) -> dict[int, str]:
     The hot path, a batch that all succeeded, is one transaction: one UPDATE
     per status code (normally one), one COPY of all attempts
     (``deliveries.copy_insert``) and one endpoint update. Anything else (a
-    failure, a lost lease, a row that breaks a constraint) is recorded
-    attempt by attempt (``_record``), so one bad delivery neither hides nor
-    poisons the others; an error in our own code there is counted against
-    that delivery alone.
+    failure, a lost lease, a row that breaks a constraint, any error at all)
+    is recorded attempt by attempt (``_record_sure``), so one bad delivery
+    neither hides nor poisons the others.
     """
     if len(sent) > 1 and all(item.decision.verdict is retry.Verdict.SUCCEEDED for item in sent):
         try:
             statuses = _record_successes(sent, lease)
-        except (_LeaseLost, DatabaseError):
+        except Exception:
             logger.info(
                 "recording %d attempts together failed; recording them one by one", len(sent), exc_info=True
             )
@@ -618,16 +618,44 @@ def _record_all(sent: list[_Sent], lease: str) -> dict[int, str]:
             for item in sent:
                 _announce(item, statuses[item.delivery.pk])
             return statuses
-    statuses = {}
-    for item in sent:
+    return {item.delivery.pk: _record_sure(item, lease) for item in sent}
+
+
+def _record_sure(item: _Sent, lease: str) -> str:
+    """``_record``; should that fail, ``_record`` again without the reply's headers
+    and body (``_without_reply``); the resulting status.
+
+    A request that was sent is answered for by the receiver: its status decides
+    the delivery's fate, and our trouble storing what came back must neither
+    send it again nor count against it. Only when even the reply-free record
+    fails (the database is unreachable, or a bug in our own code) is it an
+    internal failure, counted against the delivery (``_internal_failure``).
+    """
+    uid = item.delivery.uid
+    try:
+        return _record(item, lease)
+    except Exception as exc:
+        logger.exception(
+            "could not record the reply to %s; recording the attempt without it", uid, extra={"delivery": uid}
+        )
         try:
-            statuses[item.delivery.pk] = _record(item, lease)
-        except Exception as exc:
-            logger.exception(
-                "internal error recording %s", item.delivery.uid, extra={"delivery": item.delivery.uid}
-            )
-            statuses[item.delivery.pk] = _internal_failure(item.delivery, lease, exc)
-    return statuses
+            return _record(_without_reply(item, exc), lease)
+        except Exception as again:
+            logger.exception("internal error recording %s", uid, extra={"delivery": uid})
+            return _internal_failure(item.delivery, lease, again)
+
+
+def _without_reply(item: _Sent, exc: Exception) -> _Sent:
+    """``item`` reduced to what is always storable: status, timing, error class and a
+    note of why the reply's headers, body and our request headers are missing."""
+    result = item.result
+    note = f"the reply could not be stored ({type(exc).__name__})"
+    message = reply.text(f"{result.error_message}; {note}" if result.error_message else note)
+    return dataclasses.replace(
+        item,
+        request=dataclasses.replace(item.request, headers={}),
+        result=dataclasses.replace(result, headers={}, body=b"", error_message=message),
+    )
 
 
 def _record_successes(sent: list[_Sent], lease: str) -> dict[int, str]:
@@ -690,8 +718,8 @@ def _attempt_row(item: _Sent) -> dict[str, Any]:
         "duration_ms": result.duration_ms,
         "request_headers": redact_headers(item.request.headers),
         "response_status": result.status,
-        "response_headers": dict(list(result.headers.items())[:50]),
-        "response_body": _excerpt(result.body),
+        "response_headers": result.headers,  # storable as the transport returns them
+        "response_body": reply.excerpt(result.body, settings.HOOKPOST_RESPONSE_EXCERPT_BYTES),
         "error_class": result.error_class or ("" if result.ok else "HTTPStatus"),
         "error_message": result.error_message or ("" if result.ok else f"HTTP {result.status}"),
     }
@@ -763,7 +791,7 @@ def _finish_all(deliveries: list[Delivery], lease: str, *, status: str, error: s
 
 def _internal_failure(delivery: Delivery, lease: str, exc: Exception) -> str:
     failures = delivery.internal_failures + 1
-    reason = f"internal error: {type(exc).__name__}: {exc}"[:1000]
+    reason = reply.text(f"internal error: {type(exc).__name__}: {exc}")
     if failures >= settings.HOOKPOST_MAX_INTERNAL_FAILURES:
         status, next_at, finished = Delivery.Status.DEAD, None, timezone.now()
     else:
@@ -837,10 +865,6 @@ def _error_text(result: TransportResult) -> str:
     if not result.ok:
         return f"HTTP {result.status}"
     return ""
-
-
-def _excerpt(body: bytes) -> str:
-    return body[: settings.HOOKPOST_RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace")
 
 
 def _iso(moment: datetime) -> str:

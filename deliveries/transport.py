@@ -8,13 +8,21 @@ Every request:
 - is bounded in time: a connect timeout and a deadline for the whole request,
   including a receiver that drips its answer byte by byte;
 - never follows redirects (a 3xx is just a failed attempt);
-- reads at most ``HOOKPOST_RESPONSE_MAX_BYTES`` of the response;
+- reads at most ``HOOKPOST_RESPONSE_MAX_BYTES`` of the response, as sent
+  (a Content-Encoding is not undone: a 2xx whose body would not decompress
+  is still the receiver's 2xx);
+- is refused before connecting if a header could not be put on the wire
+  (``webhooks.header_policy.unsendable``: an endpoint row older than the
+  header rules), as a result like any other refusal;
 - reuses keep-alive connections per (address, host name) through urllib3's
   pool manager.
 
 ``send`` never raises for network or HTTP outcomes: it returns a
 ``TransportResult`` describing what happened (Saleor's lesson: results, not
-exceptions, cross this boundary).
+exceptions, cross this boundary). Whatever the receiver sent, the result's
+headers and error message are already storable text (``deliveries.reply``):
+this is the one door a reply comes in by, so nothing behind it has to know
+what a reply may contain.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from deliveries import reply
+from webhooks.header_policy import unsendable
 from webhooks.target_policy import (
     IPAddress,
     IPNetwork,
@@ -61,7 +71,11 @@ Resolver = Callable[[str, int], list[IPAddress]]
 
 @dataclass(frozen=True)
 class TransportResult:
-    """What one request produced. ``status`` is None when no response came."""
+    """What one request produced. ``status`` is None when no response came.
+
+    ``headers`` and ``error_message`` are storable as they are
+    (``deliveries.reply``); ``body`` is the capped raw bytes.
+    """
 
     status: int | None
     headers: dict[str, str] = field(default_factory=dict)
@@ -233,13 +247,11 @@ class Transport:
         connect = min(connect_timeout or settings.HOOKPOST_CONNECT_TIMEOUT_SECONDS, timeout)
         try:
             target_ip, target = self._vet(url)
+            problem = unsendable(headers)
+            if problem is not None:
+                raise _Refused("HeaderRejected", f"refused request: {problem}")
         except _Refused as exc:
-            return TransportResult(
-                status=None,
-                error_class=exc.error_class,
-                error_message=str(exc),
-                duration_ms=_ms(started),
-            )
+            return _failure(exc.error_class, str(exc), started, connected=False)
         deadline = started + timeout
         timed_out = _failure("Timeout", f"no complete response within {timeout:g} s", started)
         _local.deadline, _local.armed = deadline, None
@@ -324,7 +336,7 @@ class Transport:
             response.release_conn()
         return TransportResult(
             status=response.status,
-            headers={k.lower(): v for k, v in response.headers.items()},
+            headers=reply.headers(response.headers.items()),
             body=data,
             duration_ms=_ms(started),
             connected=True,
@@ -358,7 +370,7 @@ def _read_capped(response: urllib3.BaseHTTPResponse, cap: int, deadline: float) 
             raise _Deadline()
         # read1: at most one socket read, so a receiver dripping bytes cannot
         # hold us past the deadline.
-        chunk = response.read1(min(_CHUNK, cap - size))
+        chunk = response.read1(min(_CHUNK, cap - size), decode_content=False)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -378,7 +390,7 @@ def _failure(error_class: str, message: str, started: float, connected: bool = T
     return TransportResult(
         status=None,
         error_class=error_class,
-        error_message=message,
+        error_message=reply.text(message),
         duration_ms=_ms(started),
         connected=connected,
     )

@@ -87,7 +87,13 @@ class EndpointWriteSerializer(serializers.Serializer[Any]):
     )
     enabled = serializers.BooleanField(required=False)
     headers = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text=(
+            "Sent with every request. Names are RFC 9110 tokens; values are visible ASCII, "
+            "inner spaces and tabs, or Latin-1 characters; at most 50 headers, 2,048 characters "
+            "a value, 8,192 in all."
+        ),
     )
     rate_limit = serializers.IntegerField(
         min_value=1, max_value=100_000, required=False, allow_null=True, help_text="Per second."

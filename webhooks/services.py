@@ -5,7 +5,6 @@ Functions are keyword-only, named ``<entity>_<action>``, and raise
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,33 +19,15 @@ from jsonschema_specifications import REGISTRY as METASCHEMAS
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from webhooks import signing
+from webhooks import header_policy, signing
 from webhooks.api_keys import generate_api_key, hash_api_key, shown_prefix
 from webhooks.errors import Conflict, Invalid
 from webhooks.models import ApiKey, Endpoint, EndpointSecret, EventType, Tenant, slug_validator
 from webhooks.target_policy import TargetRejected, check_url, parse_networks
 
-MAX_HEADERS = 50
-MAX_HEADER_VALUE = 2048
 MAX_RETRY_STEPS = 20
 MAX_RETRY_DELAY_SECONDS = 7 * 24 * 3600
 MAX_GRACE_SECONDS = 7 * 24 * 3600
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-# Headers the platform sets itself; letting tenants override them would break
-# signing, framing or our identification.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-type",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
 
 # --- Tenants -------------------------------------------------------------------
 
@@ -349,20 +330,10 @@ def _check_target(url: str) -> None:
         raise Invalid(f"The URL is not allowed: {exc}") from exc
 
 
-def _check_headers(headers: dict[str, Any]) -> None:
-    if not isinstance(headers, dict):
-        raise Invalid("Must be an object of header names to string values.")
-    if len(headers) > MAX_HEADERS:
-        raise Invalid(f"At most {MAX_HEADERS} headers.")
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
-            raise Invalid(f"{name!r} is not a valid header name.")
-        if name.lower() in RESERVED_HEADERS:
-            raise Invalid(f"{name!r} is set by Hookpost and cannot be overridden.")
-        if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE:
-            raise Invalid(f"The value of {name!r} must be a string of at most {MAX_HEADER_VALUE} characters.")
-        if any(ch in value for ch in "\r\n\0"):
-            raise Invalid(f"The value of {name!r} must not contain line breaks.")
+def _check_headers(headers: Any) -> None:
+    problems = header_policy.header_problems(headers)
+    if problems:
+        raise Invalid(problems[0], {"headers": problems})
 
 
 def _check_retry_schedule(schedule: list[int] | None) -> None:

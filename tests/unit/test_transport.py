@@ -191,6 +191,84 @@ def test_a_checked_url_follows_the_allowlist_it_was_checked_against(settings, se
     assert _send(transport, url).status == 204
 
 
+def _answer(raw: bytes) -> Handler:
+    def handler(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(raw)
+
+    return handler
+
+
+def test_odd_reply_headers_come_back_storable(server):
+    # given a 200 whose headers hold NUL, bytes beyond Latin-1 and a repeated field
+    raw = (
+        b"HTTP/1.1 200 OK\r\nX-Note: a\x00b\r\nX-Emoji: " + "😀 café".encode() + b"\r\n"
+        b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok"
+    )
+
+    result = _send(Transport(), server(_answer(raw)).url())
+
+    # then it is a 200, its headers escaped (NUL), kept byte for byte (Latin-1) and joined
+    assert result.ok and result.body == b"ok"
+    assert result.headers["x-note"] == "a\\x00b"
+    assert result.headers["x-emoji"].encode("latin-1") == "😀 café".encode()
+    assert result.headers["set-cookie"] == "a=1, b=2"
+
+
+def test_a_body_that_does_not_decompress_is_still_the_receivers_2xx(server):
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"
+
+    result = _send(Transport(), server(_answer(raw)).url())
+
+    assert (result.status, result.error_class, result.body) == (200, "", b"not gzip!")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 2\x00\xff garbage\r\n\r\n",
+        b"\x00\x01\x02 not http at all\r\n\r\n",
+        "HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1"),
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    ],
+    ids=["nul-in-status", "not-http", "unicode-digit-status", "header-over-64k"],
+)
+def test_a_garbage_reply_is_a_storable_connection_error(server, raw):
+    result = _send(Transport(), server(_answer(raw)).url())
+
+    assert (result.status, result.error_class) == (None, "ConnectionError")
+    assert "\x00" not in result.error_message and len(result.error_message) <= 1000
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Emoji": "😀 café"}, {"X-Split": "a\r\nInjected: yes"}, {"X-Nul": "a\x00b"}, {"Bad Name": "x"}],
+)
+def test_headers_that_cannot_be_sent_are_refused_before_connecting(server, headers):
+    # given headers stored before the header rules (the API refuses them now)
+    srv = server(_answer(b"HTTP/1.1 204 No Content\r\n\r\n"))
+
+    result = Transport().send(srv.url(), headers, b"{}", timeout=2.0)
+
+    # then nothing is sent, and the refusal is a result saying why
+    assert (result.status, result.error_class, result.connected) == (None, "HeaderRejected", False)
+    assert "header" in result.error_message
+    assert srv.connections == 0
+
+
+def test_latin1_header_values_are_sent_as_latin1(server):
+    seen: list[bytes] = []
+
+    def record(conn: socket.socket) -> None:
+        seen.append(_read_request(conn))
+        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    result = Transport().send(server(record).url(), {"X-Name": "café"}, b"{}", timeout=2.0)
+
+    assert result.status == 204
+    assert b"X-Name: caf\xe9" in seen[0]
+
+
 class _Conn:
     """What the watchdog needs of a connection: a socket it can shut down."""
 
