@@ -83,7 +83,7 @@ class Stack:
             _worker(env, f"{name}-first{i}", "deliveries.first,maintenance", beat=i == 0)
             for i in range(WORKER_PROCESSES)
         ]
-        self.retry = _worker(env, f"{name}-retry", "deliveries.retry", beat=False)
+        self.retry = _worker(env, f"{name}-retry", "deliveries.retry,maintenance", beat=False)
         self.rss_start_kb = 0
 
     @property

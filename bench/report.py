@@ -111,7 +111,7 @@ def settings_info(env: BenchEnv) -> dict[str, Any]:
         "redis": env.redis_url,
         "workers": f"first lane: {WORKER_PROCESSES} x celery -A config worker --pool threads "
         f"--concurrency {WORKER_CONCURRENCY} -Q deliveries.first,maintenance (the first with -B); "
-        "retry lane: 1 x the same with -Q deliveries.retry",
+        "retry lane: 1 x the same with -Q deliveries.retry,maintenance",
         "web": "gunicorn -c config/gunicorn.py (WEB_CONCURRENCY=2, GUNICORN_THREADS=4)",
         "naive/django-webhook workers": (
             f"{WORKER_PROCESSES} x --pool threads --concurrency {WORKER_CONCURRENCY}"

@@ -4,16 +4,20 @@ Queues:
 - ``deliveries.first``  first attempts (fresh messages; latency matters);
 - ``deliveries.retry``  later attempts, so a failing receiver's retries never
   queue in front of fresh messages for healthy ones;
-- ``maintenance``       the scheduler tick and housekeeping.
+- ``maintenance``       the scheduler tick and housekeeping; every worker
+  consumes it too, so the ticks never depend on one worker staying up.
 
 Tasks take ids only; PostgreSQL holds the truth.
 """
+
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 
 from celery import Celery, bootsteps
+from celery.exceptions import CPendingDeprecationWarning
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -85,9 +89,22 @@ app.steps["worker"].add(_WakeEventLoop)
 app.autodiscover_tasks(["deliveries"])
 
 # Request ids travel from the API into tasks (signal handlers register on import).
-from celery.signals import worker_init  # noqa: E402
+from celery.signals import celeryd_after_setup, worker_init  # noqa: E402
 
 import config.log_context  # noqa: E402,F401
+
+
+@celeryd_after_setup.connect
+def _quiet_the_cancel_on_connection_loss_warning(**kwargs: object) -> None:
+    """Tasks in flight are not cancelled on a lost broker connection, on purpose
+    (``CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS`` in config/settings.py),
+    yet Celery warns about that setting's future default on every reconnection. Its
+    logging setup turns its own warnings to "always", so this filter goes in after it."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
 
 
 @worker_init.connect

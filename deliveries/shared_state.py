@@ -38,8 +38,9 @@ class Unavailable(redis.RedisError):
 def client() -> redis.Redis:
     """The process-wide client for ``REDIS_URL`` (thread-safe connection pool).
 
-    Raises Unavailable when no Redis is configured. Short socket timeouts: a
-    stalled Redis must cost a delivery milliseconds, not its whole lease.
+    Raises Unavailable when no Redis is configured. Short socket timeouts
+    (``REDIS_*_TIMEOUT_SECONDS``): a stalled Redis must cost a delivery or a
+    publish's hand-off a fraction of a second, not its lease or its request.
     """
     url = settings.REDIS_URL
     if not url:
@@ -48,7 +49,10 @@ def client() -> redis.Redis:
         found = _clients.get(url)
         if found is None:
             found = redis.Redis.from_url(
-                url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+                url,
+                socket_timeout=settings.REDIS_SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT_SECONDS,
+                health_check_interval=30,
             )
             _clients[url] = found
         return found

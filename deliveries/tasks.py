@@ -161,18 +161,25 @@ def batches(
 
 def queue_depths(names: tuple[str, ...] = (FIRST_QUEUE, RETRY_QUEUE)) -> dict[str, int]:
     """Tasks waiting in each of the delivery queues ``names`` (0 for a queue the broker
-    cannot report); one look at the broker per queue asked about."""
-    depths = dict.fromkeys(names, 0)
+    cannot report, and for all of them when it is unreachable); one look at the broker
+    per queue asked about."""
     try:
-        with app.connection_for_read() as conn:
-            channel = conn.default_channel
-            for name in depths:
-                try:
-                    depths[name] = channel.queue_declare(queue=name, passive=True).message_count
-                except conn.channel_errors:  # an empty queue does not exist in Redis: 0 waiting
-                    continue
-    except Exception:  # a missing queue or a broker hiccup: assume empty
+        return _read_queue_depths(names)
+    except Exception:  # a broker hiccup: assume empty
         logger.debug("could not read queue depth", exc_info=True)
+        return dict.fromkeys(names, 0)
+
+
+def _read_queue_depths(names: tuple[str, ...]) -> dict[str, int]:
+    """``queue_depths``, raising the broker's error when it cannot be reached."""
+    depths = dict.fromkeys(names, 0)
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for name in depths:
+            try:
+                depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+            except conn.channel_errors:  # an empty queue does not exist in Redis: 0 waiting
+                continue
     return depths
 
 
@@ -189,6 +196,9 @@ def enqueue_fresh(
     ``routes`` (by delivery id) are the lanes ingest chose as it wrote the
     rows; without them (replays, test events, an endpoint's line), or for an
     id they miss, the rows are read back to route them.
+
+    Raises the broker's error when it is unreachable (``deliveries.dispatch``
+    logs it and leaves the deliveries to the scheduler).
     """
     endpoints: dict[int, str] = {}
     failing: set[int] = set()
@@ -211,7 +221,8 @@ def enqueue_fresh(
     if not failing:
         return
     retry = [pk for pk in delivery_ids if pk in failing]
-    if queue_depths((RETRY_QUEUE,))[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
+    # Raises when the broker is unreachable: the hand-off gives up after one timeout.
+    if _read_queue_depths((RETRY_QUEUE,))[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
         # The retry queue is at its target (a broken tenant's fan-out can fill it faster than
         # hanging receivers let it drain): give the dispatch lease back instead, and the
         # scheduler hands them out as the queue has room, so the queue stays short.

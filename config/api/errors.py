@@ -3,19 +3,34 @@
 Every error the API returns has the shape
 ``{"error": {"code": "<snake_case>", "message": "<sentence>", "details": {...}}}``.
 DRF validation errors become 422 with ``details`` mapping a field path
-(``messages.3.payload``) to its messages; malformed JSON stays 400.
+(``messages.3.payload``) to its messages; malformed JSON stays 400. While
+PostgreSQL is unreachable every path answers 503 with ``Retry-After`` (the
+envelope under /api/, a plain page elsewhere), which clients retry on.
 """
+
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from webhooks.errors import Conflict, Invalid, PayloadTooLarge, ServiceError
+
+logger = logging.getLogger(__name__)
+
+# What the database driver raises when PostgreSQL cannot be reached or dropped the
+# connection (also the transient kinds: a deadlock, a cancelled statement): a retry
+# later can succeed, so the answer is 503, never 500.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+# Long enough for a restart or a failover, short enough that clients come back soon.
+RETRY_AFTER_SECONDS = 5
 
 _SERVICE_STATUS: dict[type[ServiceError], int] = {
     Invalid: status.HTTP_422_UNPROCESSABLE_ENTITY,
@@ -64,12 +79,22 @@ def flatten_details(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
+def _unavailable_envelope() -> dict[str, Any]:
+    return envelope("service_unavailable", "The service is temporarily unavailable; retry later.")
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF exception handler producing the envelope; unknown errors stay 500."""
-    if isinstance(exc, ServiceError):
+    """DRF exception handler producing the envelope; an unreachable database is 503,
+    unknown errors stay 500."""
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         return Response(
-            envelope(exc.code, exc.message, exc.details), status=_SERVICE_STATUS[type(exc)]
+            _unavailable_envelope(),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+    if isinstance(exc, ServiceError):
+        return Response(envelope(exc.code, exc.message, exc.details), status=_SERVICE_STATUS[type(exc)])
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -102,8 +127,28 @@ def json_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return JsonResponse(envelope("not_found", "Not found."), status=404)
 
 
+_UNAVAILABLE_PAGE = (
+    "<!doctype html><title>Service unavailable</title><h1>Service unavailable</h1>"
+    "<p>The database cannot be reached right now. Please try again in a few seconds.</p>"
+)
+
+
 def json_server_error(request: HttpRequest) -> HttpResponse:
-    if not request.path.startswith("/api/"):
+    """handler500, for errors raised outside DRF's views (middleware, the admin): 503 with
+    ``Retry-After`` when the database is unreachable, else 500; the envelope for API paths.
+
+    Django calls it while handling the exception, so ``sys.exc_info()`` names it.
+    """
+    api = request.path.startswith("/api/")
+    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+        response: HttpResponse = (
+            JsonResponse(_unavailable_envelope(), status=503)
+            if api
+            else HttpResponse(_UNAVAILABLE_PAGE, status=503, content_type="text/html; charset=utf-8")
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    if not api:
         return defaults.server_error(request)
     return JsonResponse(
         envelope("internal_error", "Something went wrong on our side; it has been logged."),

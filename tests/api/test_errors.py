@@ -3,9 +3,14 @@ size limits (413), media type (415), malformed JSON (400), unknown routes."""
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
+from django.db import OperationalError
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.test import RequestFactory
 
+from config.api import errors
 from deliveries.models import Message
 from tests.api.helpers import ROUTES, Route, assert_error, snapshot
 from tests.factories import EndpointFactory
@@ -238,3 +243,80 @@ def test_an_idempotency_key_with_a_nul_character_is_422(api, tenant, event_type,
     details = assert_error(response, 422, "validation_error")
     assert any(name.endswith("idempotency_key") for name in details), details
     assert Message.objects.count() == 0
+
+
+# --- 503 while PostgreSQL is unreachable ---------------------------------------------------
+# (tests/e2e/test_database_outage.py cuts a real gunicorn off its real database)
+
+
+@pytest.fixture
+def database_down(db):
+    """Every new query fails as it does when PostgreSQL refuses connections (undone
+    before the test database is rolled back)."""
+
+    def refuse(self):  # type: ignore[no-untyped-def]
+        raise OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed')
+
+    with mock.patch.object(BaseDatabaseWrapper, "ensure_connection", refuse):
+        yield
+
+
+UNAVAILABLE_CALLS = [
+    ("get", "/api/v1/tenants/acme/endpoints/"),
+    ("post", MESSAGES),
+    ("get", "/api/v1/event-types/"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), UNAVAILABLE_CALLS)
+def test_an_unreachable_database_is_503_with_retry_after_in_the_envelope(
+    api, tenant, database_down, method, path
+):
+    # given a tenant key, and PostgreSQL unreachable
+    # when the API is called (the key lookup is the first query)
+    response = getattr(api, method)(path, {"event_type": "invoice.paid", "payload": {}}, format="json")
+
+    # then 503 in the envelope, with Retry-After
+    assert_error(response, 503, "service_unavailable")
+    assert int(response["Retry-After"]) > 0
+
+
+def test_an_unreachable_database_is_a_plain_503_page_with_retry_after_in_the_admin(client, database_down):
+    # given PostgreSQL unreachable (the admin's session lookup is outside any API view)
+    client.raise_request_exception = False
+    client.cookies["sessionid"] = "x" * 32
+
+    # when the admin is opened
+    response = client.get("/admin/")
+
+    # then a plain 503 page with Retry-After
+    assert response.status_code == 503, response.content[:500]
+    assert response["Content-Type"].startswith("text/html")
+    assert int(response["Retry-After"]) > 0
+
+
+def test_the_server_error_handler_answers_503_in_the_envelope_for_an_unreachable_database():
+    # given an API request that failed on the database outside DRF's exception handling
+    request = RequestFactory().get("/api/v1/event-types/")
+    try:
+        raise OperationalError("server closed the connection unexpectedly")
+    except OperationalError:
+        # when Django's handler500 answers it (Django calls it inside its except block)
+        response = errors.json_server_error(request)
+
+    # then 503 in the envelope, with Retry-After
+    assert response.status_code == 503
+    assert json.loads(response.content)["error"]["code"] == "service_unavailable"
+    assert int(response["Retry-After"]) > 0
+
+
+def test_other_server_errors_stay_500(api, tenant, monkeypatch):
+    from deliveries import selectors
+
+    def boom(**_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(selectors, "delivery_list", boom)
+    api.raise_request_exception = False
+
+    assert_error(api.get("/api/v1/tenants/acme/deliveries/"), 500, "internal_error")

@@ -15,6 +15,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
+from tests.e2e.private_redis import PrivateRedis
 from tests.e2e.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,13 +48,31 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-class Worker:
-    """``celery -A config worker -B`` as a child process, logging to a file."""
+ALL_QUEUES = "deliveries.first,deliveries.retry,maintenance"
 
-    def __init__(self, tmp: Path, concurrency: int = 8, extra_env: dict[str, str] | None = None) -> None:
+
+class Worker:
+    """``celery -A config worker -B`` as a child process, logging to a file.
+
+    ``queues`` are the ones it consumes (``-Q``); ``beat`` False leaves out the
+    embedded scheduler (``-B``), for tests that run several workers.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        concurrency: int = 8,
+        extra_env: dict[str, str] | None = None,
+        queues: str = ALL_QUEUES,
+        beat: bool = True,
+        pool: str = "threads",
+    ) -> None:
         self.tmp = tmp
         self.concurrency = concurrency
         self.extra_env = extra_env or {}
+        self.queues = queues
+        self.beat = beat
+        self.pool = pool
         self.log = tmp / f"worker-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -63,14 +82,15 @@ class Worker:
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "DATABASE_URL": _database_url(),
             "REDIS_URL": django_settings.REDIS_URL,
+            "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
             "CELERY_BEAT_SCHEDULE_FILENAME": str(self.tmp / "beat-schedule"),
             **E2E_ENV,
             **self.extra_env,
         }
         cmd = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-B",
-            "--pool", "threads", "--concurrency", str(self.concurrency),
-            "-Q", "deliveries.first,deliveries.retry,maintenance",
+            sys.executable, "-m", "celery", "-A", "config", "worker", *(["-B"] if self.beat else []),
+            "--pool", self.pool, "--concurrency", str(self.concurrency),
+            "-Q", self.queues,
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--hostname", f"e2e-{time.monotonic_ns()}@%h",
         ]
@@ -155,3 +175,29 @@ def make_worker(django_db_setup, broker, tmp_path) -> Iterator[type[Worker]]:  #
     yield make  # type: ignore[misc]
     for proc in started:
         proc.stop()
+
+
+def _drop_broker_pools() -> None:
+    """Make this process's Celery producers reconnect: the app reads ``CELERY_BROKER_URL``
+    from the (overridden) Django settings, but keeps its pools of the old URL."""
+    from config.celery import app
+
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def private_redis(django_db_setup, settings, tmp_path) -> Iterator[PrivateRedis]:  # type: ignore[no-untyped-def]
+    """A private redis-server (outage tests may shut it down) that this process and the
+    workers started afterwards use as broker and shared state; stopped on every exit."""
+    server = PrivateRedis(tmp_path).start()
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = server.url
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url}
+    }
+    _drop_broker_pools()
+    try:
+        yield server
+    finally:
+        server.kill()
+        _drop_broker_pools()  # the settings fixture restores the URL after this

@@ -63,7 +63,7 @@ def test_fresh_deliveries_of_failing_endpoints_skip_the_first_lane(endpoints, mo
         queued.append((sorted(ids), first_attempt))
 
     monkeypatch.setattr(tasks, "enqueue", record)
-    monkeypatch.setattr(tasks, "queue_depths", lambda *_: dict.fromkeys((FIRST_QUEUE, RETRY_QUEUE), 0))
+    monkeypatch.setattr(tasks, "_read_queue_depths", lambda *_: dict.fromkeys((FIRST_QUEUE, RETRY_QUEUE), 0))
 
     tasks.enqueue_fresh([d.pk for d in deliveries.values()], "token")
 
