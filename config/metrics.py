@@ -19,14 +19,22 @@ however many workers run:
 Web processes under gunicorn share counters through
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode). A
 worker exposes its own counters on ``HOOKPOST_WORKER_METRICS_PORT``.
+
+With ``HOOKPOST_METRICS_TOKEN`` set, both ask for ``Authorization: Bearer
+<token>`` and answer 401 without it; unset, they are open, and the network
+must keep them private (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable, Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from django.conf import settings
 from django.db.models import Count, Min
@@ -39,6 +47,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -116,17 +125,24 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """``GET /metrics`` in Prometheus text format.
+_CHALLENGE = 'Bearer realm="metrics"'
 
-    With ``HOOKPOST_METRICS_TOKEN`` set, a ``Authorization: Bearer <token>``
-    header is required; otherwise restrict /metrics by network.
-    """
+
+def scrape_allowed(authorization: str) -> bool:
+    """Whether an ``Authorization`` header value may read metrics: always when no token is configured."""
     token = settings.HOOKPOST_METRICS_TOKEN
-    if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return HttpResponse("forbidden\n", status=403, content_type="text/plain")
+    if not token:
+        return True
+    scheme, _, given = authorization.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics`` in Prometheus text format; 401 without the token when one is configured."""
+    if not scrape_allowed(request.headers.get("Authorization", "")):
+        response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = _CHALLENGE
+        return response
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
@@ -156,10 +172,37 @@ class ApiMetricsMiddleware:
         return response
 
 
-def start_worker_metrics_server(**kwargs: Any) -> None:
-    """Celery ``worker_init`` hook: serve this worker's metrics on a port if configured."""
-    port = settings.HOOKPOST_WORKER_METRICS_PORT
-    if port:
-        from prometheus_client import start_http_server
+def _token_guarded(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """The WSGI ``app``, answering 401 to scrapes without the configured token."""
 
-        start_http_server(port, addr=settings.HOOKPOST_WORKER_METRICS_ADDR)
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if scrape_allowed(environ.get("HTTP_AUTHORIZATION", "")):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", _CHALLENGE)])
+        return [b"unauthorized\n"]
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds: not worth a line
+        pass
+
+
+def start_worker_metrics_server(**kwargs: Any) -> WSGIServer | None:
+    """Celery ``worker_init`` hook: serve this worker's metrics on a port if configured.
+
+    Returns the server (in a daemon thread), or None when no port is set.
+    """
+    port = settings.HOOKPOST_WORKER_METRICS_PORT
+    if not port:
+        return None
+    addr = settings.HOOKPOST_WORKER_METRICS_ADDR
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+    server = make_server(addr, port, _token_guarded(make_wsgi_app(REGISTRY)), Server, _QuietHandler)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
