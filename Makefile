@@ -47,12 +47,19 @@ RECEIVER_PORT ?= 9000
 EMBEDDED_REDIS_PORT ?= 6390
 run: install
 	@mkdir -p var
+	@# Endpoint secrets are encrypted at rest here too, with a key made once and
+	@# kept in var/ (it must stay with db.sqlite3: the secrets need it).
+	@if [ -z "$$HOOKPOST_ENCRYPTION_KEY" ] && [ ! -s var/encryption-key ]; then \
+	  (umask 077; $(BIN)/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' \
+	    > var/encryption-key) && echo "generated the encryption key for endpoint secrets: var/encryption-key"; \
+	fi
 	@if [ -z "$$REDIS_URL" ]; then \
 	  echo "REDIS_URL unset: starting the embedded Redis on 127.0.0.1:$(EMBEDDED_REDIS_PORT)"; \
 	  $(BIN)/python -m config.embedded_redis $(EMBEDDED_REDIS_PORT) > var/redis.log 2>&1 & echo $$! > var/redis.pid; \
 	  sleep 1; \
 	fi; \
 	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:$(EMBEDDED_REDIS_PORT)/0} PATH=$(CURDIR)/$(BIN):$$PATH \
+	  HOOKPOST_ENCRYPTION_KEY=$${HOOKPOST_ENCRYPTION_KEY:-$$(cat var/encryption-key)} \
 	  HOOKPOST_PORT=$(HOOKPOST_PORT) RECEIVER_PORT=$(RECEIVER_PORT) \
 	  HOOKPOST_ALLOWED_TARGET_NETWORKS=$${HOOKPOST_ALLOWED_TARGET_NETWORKS:-127.0.0.1/32}; \
 	python manage.py migrate --no-input && \

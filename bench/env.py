@@ -55,7 +55,12 @@ class BenchEnv:
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DEBUG": "false",
             "SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+            # A Fernet key (base64 of "bench-only-encryption-key-012345"): secrets encrypted
+            # at rest, as production requires.
+            "HOOKPOST_ENCRYPTION_KEY": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0wMTIzNDU=",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # The bench talks plain http to gunicorn, with no TLS proxy in front.
+            "SECURE_SSL_REDIRECT": "false",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             # Local receivers live on 127.0.0.1, which the target policy refuses by default.

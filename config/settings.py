@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    # Swagger UI and Redoc served from our own static files, never from a CDN.
+    "drf_spectacular_sidecar",
     "webhooks",
     "deliveries",
 ]
@@ -50,6 +52,8 @@ MIDDLEWARE = [
     "config.log_context.RequestIdMiddleware",
     "config.metrics.ApiMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (made by `collectstatic`) from the web process itself.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -64,7 +68,7 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -107,12 +111,21 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / cache --------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+# Every client of Redis (broker, protection state, cache) bounds its round trips, so a
+# Redis that is down or frozen costs a publish's hand-off a fraction of a second and a
+# delivery's protection check as much (both go on without it), never a request's time.
+REDIS_CONNECT_TIMEOUT_SECONDS = float(env_str("REDIS_CONNECT_TIMEOUT_SECONDS", "0.25") or 0.25)
+REDIS_SOCKET_TIMEOUT_SECONDS = float(env_str("REDIS_SOCKET_TIMEOUT_SECONDS", "0.5") or 0.5)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "hookpost",
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+                "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+            },
         }
     }
 else:
@@ -130,14 +143,33 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# `manage.py collectstatic` fills this; WhiteNoise serves it from the web process,
+# gzipped, with far-future caching (the names carry a hash of the content).
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # --- Production hardening ---------------------------------------------------
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    # Production runs behind a proxy that terminates TLS and sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    # Off by default: TLS is the proxy's job, and internal services may publish over a
+    # private network in plain http, where a redirect would drop a POST's body.
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+    # Probes and scrapers talk plain http to the process itself, past the proxy.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Hookpost cannot know what else lives under its host name: HSTS for subdomains
+# (W005) and preloading (W021) are the domain owner's decisions, taken with the
+# two variables above; the https redirect (W008) is the proxy's, or SECURE_SSL_REDIRECT's.
+SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W008", "security.W021"]
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -160,10 +192,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.schema.add_error_responses",
+        "config.api.schema.add_links",
     ],
 }
 
@@ -181,8 +217,16 @@ HOOKPOST_MAX_TIMEOUT_SECONDS = 30
 HOOKPOST_SECRET_GRACE_SECONDS = env_int("HOOKPOST_SECRET_GRACE_SECONDS", 24 * 3600)
 # Fernet keys (comma-separated) that encrypt endpoint secrets at rest: the first
 # encrypts, all decrypt, so a new key goes first and `manage.py encrypt_secrets`
-# re-encrypts (webhooks.encryption). Unset: secrets are stored as they are.
+# re-encrypts (webhooks.encryption). Required in production, like SECRET_KEY;
+# with DEBUG=true and no key, secrets are stored as they are.
 HOOKPOST_ENCRYPTION_KEY = env_str("HOOKPOST_ENCRYPTION_KEY")
+if not HOOKPOST_ENCRYPTION_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "HOOKPOST_ENCRYPTION_KEY is not set: endpoint signing secrets are encrypted at rest. "
+        "Set HOOKPOST_ENCRYPTION_KEY (or HOOKPOST_ENCRYPTION_KEY_FILE) to a Fernet key, made with "
+        "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' "
+        "(keep it: secrets encrypted with it cannot be read without it), or DEBUG=true for local development."
+    )
 # Django refuses request bodies above this before DRF sees them; keep it in line
 # with the API's own limit so the API can answer 413 itself.
 DATA_UPLOAD_MAX_MEMORY_SIZE = HOOKPOST_MAX_REQUEST_BYTES + 1024
@@ -316,12 +360,25 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# On a lost broker connection, tasks in flight run to the end and record their outcome
+# in PostgreSQL. Cancelling them would kill the worker (the threads and solo pools
+# cannot cancel: "Unrecoverable error", the process exits) or cut a request between
+# sending and recording (prefork, gevent). Their messages need no redelivery: the
+# leases in PostgreSQL make the scheduler hand out whatever was not finished.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Unacked messages return to the queue after this; the lease in PostgreSQL
     # re-dispatches lost work much sooner, so this only bounds duplicates.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+    # One connection attempt when a process outside the worker's consumer opens one
+    # (a publish, a queue-depth read): the hand-off never waits out a broker outage.
+    "max_retries": 0,
 }
+# Never retry a publish: a hand-off that failed is left to the scheduler, which
+# finds the deliveries due in PostgreSQL once their dispatch lease expires.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 0}
 CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME") or str(
     BASE_DIR / "var" / "celerybeat-schedule"
 )

@@ -8,7 +8,19 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-0123456789abcdefghijkl
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hookpost")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+# Secrets are encrypted at rest in the suite as in production; subprocesses
+# (workers, servers) inherit the same key through os.environ.
+os.environ.setdefault("HOOKPOST_ENCRYPTION_KEY", "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTAxMjM0NTY=")
 
 from config.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users
+
+# The suite never runs collectstatic: WhiteNoise serves the apps' files under their
+# own names (the manifest storage needs collectstatic's manifest), and there is no
+# STATIC_ROOT to read.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
+# The test client and the suite's servers speak plain http.
+SECURE_SSL_REDIRECT = False

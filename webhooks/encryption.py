@@ -1,7 +1,8 @@
 """Endpoint secrets encrypted at rest, with keys that rotate.
 
-With ``HOOKPOST_ENCRYPTION_KEY`` set to one or more Fernet keys
-(comma-separated; ``cryptography.fernet.Fernet.generate_key()``), every
+``HOOKPOST_ENCRYPTION_KEY`` holds one or more Fernet keys (comma-separated;
+``cryptography.fernet.Fernet.generate_key()``); production refuses to start
+without it (config.settings) or with a malformed one (``check_keys``). Every
 secret is stored as ``fernet:`` + a Fernet token (AES-128-CBC + HMAC-SHA256,
 timestamped) made with the *first* key; *any* listed key decrypts
 (``MultiFernet``). Rotating:
@@ -11,11 +12,11 @@ timestamped) made with the *first* key; *any* listed key decrypts
    (and encrypts rows stored before any key was set);
 3. drop the old keys; deploy.
 
-Plaintext rows (written before a key was configured) stay readable,
-recognised by their ``whsec_`` prefix, until step 2 encrypts them. A
-ciphertext that no configured key opens raises ``SecretUnreadable``: a key was
-dropped too early, and passing the ciphertext on as a secret would only make
-every signature wrong.
+Without a key (development only) secrets are stored as they are. Plaintext
+rows (written before a key was configured) stay readable, recognised by their
+``whsec_`` prefix, until step 2 encrypts them. A ciphertext that no configured
+key opens raises ``SecretUnreadable``: a key was dropped too early, and passing
+the ciphertext on as a secret would only make every signature wrong.
 
 ``EncryptedSecretField`` applies this on every path to and from the database
 (ORM reads, ``.values()``, saves and ``.update()``), so services, selectors,
@@ -58,6 +59,11 @@ def _multi_fernet(keys: str) -> MultiFernet | None:
 
 def _keys() -> MultiFernet | None:
     return _multi_fernet(settings.HOOKPOST_ENCRYPTION_KEY or "")
+
+
+def check_keys() -> None:
+    """Raise ImproperlyConfigured if ``HOOKPOST_ENCRYPTION_KEY`` is malformed; run at startup."""
+    _keys()
 
 
 def enabled() -> bool:

@@ -1,32 +1,49 @@
-"""Property-based run of the published OpenAPI schema against the app itself.
+"""Property-based runs of the published OpenAPI schema against the app itself.
 
-Schemathesis loads ``/api/schema/`` from the in-process WSGI app, generates
-valid and invalid requests for every documented operation and checks that
-the answer is never a 5xx and matches the documentation: a documented status
-code, the documented content type and the documented body schema; and that
-no operation answers 2xx without a valid API key.
+Schemathesis loads ``/api/schema/`` from the in-process WSGI app and sends
+what it generates: valid requests and invalid ones (its negative data: wrong
+types, missing fields, out-of-range values), for every documented operation.
+Every answer must be no 5xx and match the documentation (a documented status
+code, content type and body schema), and no operation may answer 2xx
+without a valid API key.
 
-Every generated case is sent twice: with a tenant's key and with an operator
-key. Path parameters point at real rows (that tenant, an event type, an
-endpoint, a message and a delivery with an attempt), so requests reach the
-views' real work instead of stopping at a 404. Rows a request deleted or
-archived (``DELETE`` of the endpoint or tenant, ``PATCH`` of the event type)
-are put back before the next request, with the same ids.
+Two runs:
+
+- per operation: each generated case is sent twice, with a tenant's key and
+  with an operator key. Path parameters point at real rows (that tenant, an
+  event type, an endpoint, a message and a delivery with an attempt), so
+  requests reach the views' real work instead of stopping at a 404;
+- stateful, along the schema's OpenAPI links (config.api.schema.add_links):
+  a tenant created, then its endpoints made, read, rotated and deleted; a
+  message published, read, its delivery read and replayed. It also checks
+  that what was created can be read back and what was deleted answers 404.
+
+The module prints how many cases ran, of each kind, and how many answers were
+5xx, at the end of the run ("schemathesis: ...").
 """
+
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
-from schemathesis.checks import not_a_server_error
+from requests.structures import CaseInsensitiveDict
+from schemathesis.checks import CheckContext, not_a_server_error, run_checks
+from schemathesis.core.failures import FailureGroup, failure_report_title, format_failures
+from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ensure_resource_availability,
     ignored_auth,
     response_schema_conformance,
     status_code_conformance,
+    use_after_free,
 )
 
 from config.wsgi import application
@@ -46,7 +63,19 @@ CHECKS = [
     response_schema_conformance,
     ignored_auth,  # each 2xx is re-sent without a key and with a bad one: both must be 401
 ]
-MAX_EXAMPLES = 20
+# Along links: a created resource can be read back, a deleted one answers 404.
+STATEFUL_CHECKS = [*CHECKS, ensure_resource_availability, use_after_free]
+
+# The suite's run is bounded and repeatable: a fixed seed, MAX_EXAMPLES cases per
+# operation, STATEFUL_SCENARIOS link walks of up to STATEFUL_STEPS requests.
+# HOOKPOST_SCHEMATHESIS_DEEP=1 explores further: random seeds, five times the
+# cases, and Schemathesis' coverage phase (boundary values and every kind of
+# invalid input for each parameter; several minutes).
+DEEP = os.environ.get("HOOKPOST_SCHEMATHESIS_DEEP", "") == "1"
+MAX_EXAMPLES = 15
+STATEFUL_SCENARIOS = 12
+STATEFUL_STEPS = 12
+_SCALE = 5 if DEEP else 1
 
 TENANT_UID = "acme"
 EVENT_TYPE = "invoice.paid"
@@ -54,6 +83,58 @@ ENDPOINT_UID = "ep_01JSCHEMATHESIS00000000000"
 MESSAGE_UID = "msg_01JSCHEMATHESIS0000000000"
 DELIVERY_UID = "dlv_01JSCHEMATHESIS0000000000"
 ATTEMPT_UID = "att_01JSCHEMATHESIS0000000000"
+
+
+@dataclass
+class Tally:
+    """What the runs sent and got back, for the summary line."""
+
+    cases: Counter[str] = field(default_factory=Counter)  # by generation mode
+    statuses: Counter[int] = field(default_factory=Counter)
+    links_followed: int = 0
+    scenarios: int = 0
+
+    def record(self, response: Response) -> None:
+        self.statuses[response.status_code] += 1
+
+    def count_case(self, case: schemathesis.Case) -> None:
+        mode = case.meta.generation.mode.value if case.meta is not None else "explicit"
+        self.cases[mode] += 1
+
+    def summary(self) -> str:
+        server_errors = sum(n for status, n in self.statuses.items() if status >= 500)
+        modes = ", ".join(f"{n} {mode}" for mode, n in sorted(self.cases.items()))
+        by_class = ", ".join(f"{n} {group}xx" for group, n in sorted(_by_class(self.statuses).items()))
+        return (
+            f"schemathesis: {sum(self.cases.values())} cases ({modes}), "
+            f"{sum(self.statuses.values())} requests ({by_class}), {server_errors} answered 5xx; "
+            f"stateful: {self.scenarios} scenarios, {self.links_followed} steps along links"
+        )
+
+
+def _by_class(statuses: Counter[int]) -> Counter[int]:
+    grouped: Counter[int] = Counter()
+    for status, n in statuses.items():
+        grouped[status // 100] += n
+    return grouped
+
+
+TALLY = Tally()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print the tally once the module's runs are over, past pytest's output capture."""
+    yield
+    if not TALLY.statuses:
+        return
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line(TALLY.summary())
 
 
 @dataclass
@@ -108,6 +189,15 @@ class World:
                 response_body="oops",
             )
 
+    def reset(self) -> None:
+        """Back to exactly the world, so that every scenario starts alike (Hypothesis replays them)."""
+        Tenant.objects.exclude(uid=TENANT_UID).delete()
+        Endpoint.objects.exclude(uid=ENDPOINT_UID).delete()
+        Message.objects.exclude(uid=MESSAGE_UID).delete()
+        Delivery.objects.all().delete()  # the world's own too: replays changed it
+        EventType.objects.exclude(name=EVENT_TYPE).delete()
+        self.ensure()
+
 
 @pytest.fixture
 def world(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> World:
@@ -125,48 +215,156 @@ def world(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> World:
     return state
 
 
-@pytest.fixture
-def api_schema(world: World) -> schemathesis.BaseSchema:
-    """The schema as the running app serves it, with path parameters fixed to real rows."""
+def _load_schema(mode: str, parameters: dict[str, str] | None = None) -> schemathesis.BaseSchema:
+    """The schema as the running app serves it, generating data of ``mode`` (positive, negative, all)."""
     config = schemathesis.Config.from_dict(
-        {
-            "parameters": {
-                "path.uid": TENANT_UID,
-                "path.name": EVENT_TYPE,
-                "path.endpoint_id": ENDPOINT_UID,
-                "path.message_id": MESSAGE_UID,
-                "path.delivery_id": DELIVERY_UID,
-            }
-        }
+        {"generation": {"mode": mode}, **({"parameters": parameters} if parameters else {})}
     )
     return schemathesis.openapi.from_wsgi("/api/schema/", application, config=config)
+
+
+@pytest.fixture
+def api_schema(world: World) -> schemathesis.BaseSchema:
+    """Path parameters fixed to real rows."""
+    return _load_schema(
+        "all",
+        {
+            "path.uid": TENANT_UID,
+            "path.name": EVENT_TYPE,
+            "path.endpoint_id": ENDPOINT_UID,
+            "path.message_id": MESSAGE_UID,
+            "path.delivery_id": DELIVERY_UID,
+        },
+    )
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
-# The suite's run is bounded and repeatable: MAX_EXAMPLES generated cases per
-# operation from a fixed seed. HOOKPOST_SCHEMATHESIS_DEEP=1 explores further:
-# random seeds, more cases, and Schemathesis' coverage phase (boundary values
-# and every kind of invalid input for each parameter; several minutes).
-DEEP = os.environ.get("HOOKPOST_SCHEMATHESIS_DEEP", "") == "1"
-_SETTINGS = settings(
-    max_examples=MAX_EXAMPLES * 5 if DEEP else MAX_EXAMPLES,
+@settings(
+    max_examples=MAX_EXAMPLES * _SCALE,
     deadline=None,
     derandomize=not DEEP,
     database=None,
     phases=[Phase.explicit, Phase.generate] if DEEP else [Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-
-
-@_SETTINGS
 @schema.parametrize()
 def test_api_conforms_to_its_schema(case: schemathesis.Case, world: World) -> None:
     # Every case goes out twice, with the tenant's key and with an operator
     # key: generating the cases costs far more than sending them.
+    TALLY.count_case(case)
     for key in (world.tenant_key, world.operator_key):
-        headers = {"Authorization": f"Bearer {key}"}
-        case.call_and_validate(headers=headers, checks=CHECKS)
+        response = case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, checks=CHECKS)
+        TALLY.record(response)
         if case.method.upper() in ("DELETE", "PATCH"):
             world.ensure()
+
+
+def _make_acceptable(case: schemathesis.Case) -> None:
+    """Fix what valid data needs but the schema cannot say, so workflows get past validation.
+
+    The schema allows any event type name (only existing ones are accepted),
+    any JSON as a payload (only objects are), any string as a URL or a tenant
+    uid; each would make a workflow's create a 422, and its links unused.
+    """
+    if case.method.upper() != "POST" or not isinstance(case.body, dict):
+        return
+    if case.path.endswith("/messages/"):
+        _make_acceptable_message(case.body)
+    elif case.path.endswith("/messages/batch/"):
+        for message in case.body.get("messages") or []:
+            if isinstance(message, dict):
+                _make_acceptable_message(message)
+    elif case.path.endswith("/endpoints/"):
+        case.body["url"] = "https://receiver.example.com/hooks"
+    elif case.path == "/api/v1/tenants/":
+        uid = "".join(ch for ch in str(case.body.get("uid", "")).lower() if ch.isascii() and ch.isalnum())
+        case.body["uid"] = f"t{uid[:63]}"
+
+
+def _make_acceptable_message(message: dict[str, Any]) -> None:
+    message["event_type"] = EVENT_TYPE
+    if not isinstance(message.get("payload"), dict):
+        message["payload"] = {}
+
+
+def test_api_workflows_along_the_schema_links(world: World) -> None:
+    # Valid data only: along a link the ids are given, and an invalid request
+    # rarely has anything left to break (the per-operation run sends those).
+    workflow = _load_schema("positive").as_state_machine()
+    authorization = {"Authorization": f"Bearer {world.operator_key}"}
+
+    class HookpostWorkflow(workflow):  # type: ignore[misc,valid-type]
+        """Each scenario starts from the world, as the operator (who may reach every tenant)."""
+
+        def setup(self) -> None:
+            world.reset()
+            TALLY.scenarios += 1
+
+        def before_call(self, case: schemathesis.Case) -> None:
+            if self.recorder.find_parent(case_id=case.id) is None and "uid" in (case.path_parameters or {}):
+                # A scenario's first request reaches the world's tenant; a random
+                # uid is only ever a 404. Later ones take their ids from links.
+                case.path_parameters["uid"] = TENANT_UID
+            _make_acceptable(case)
+            TALLY.count_case(case)
+
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"headers": dict(authorization)}
+
+        def after_call(self, response: Response, case: schemathesis.Case) -> None:
+            TALLY.record(response)
+            if self.recorder.find_parent(case_id=case.id) is not None:
+                TALLY.links_followed += 1
+
+        def validate_response(
+            self, response: Response, case: schemathesis.Case, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
+            # The recorder lets the stateful checks see the scenario so far
+            # (what was created, what deleted); Case.validate_response has none.
+            __tracebackhide__ = True
+            self.recorder.record_response(case_id=case.id, response=response)
+            ctx = CheckContext(
+                override=None,
+                auth=None,
+                headers=CaseInsensitiveDict(kwargs.get("headers") or {}),
+                config=case.operation.schema.config.checks_config_for(
+                    operation=case.operation, phase="stateful"
+                ),
+                transport_kwargs=kwargs,
+                recorder=self.recorder,
+            )
+            failures = run_checks(
+                case=case,
+                response=response,
+                ctx=ctx,
+                checks=STATEFUL_CHECKS,
+                on_failure=lambda _, collected, failure: collected.add(failure),
+            )
+            if failures:
+                found = list(failures)
+                message = (
+                    failure_report_title(found)
+                    + "\n"
+                    + format_failures(
+                        case_id=None,
+                        response=response,
+                        failures=found,
+                        curl=case.as_curl_command(headers=dict(response.request.headers)),
+                        config=case.operation.schema.config.output,
+                    )
+                )
+                raise FailureGroup(found, message) from None
+
+    HookpostWorkflow.run(
+        settings=settings(
+            max_examples=STATEFUL_SCENARIOS * _SCALE,
+            stateful_step_count=STATEFUL_STEPS,
+            deadline=None,
+            derandomize=not DEEP,
+            database=None,
+            phases=[Phase.generate, Phase.shrink],
+            suppress_health_check=list(HealthCheck),
+        )
+    )

@@ -1,5 +1,6 @@
 """``make run`` on a machine without PostgreSQL or Redis: it comes up on
-SQLite and the embedded Redis, and delivers the demo event, verified."""
+SQLite and the embedded Redis, with an encryption key it made for the endpoint
+secrets, and delivers the demo event, verified."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -54,7 +56,7 @@ def test_make_run_delivers_the_demo_event_without_external_services(tmp_path: Pa
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+        if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "HOOKPOST_ENCRYPTION_KEY")
     }
     log = tmp_path / "make-run.log"
 
@@ -77,6 +79,12 @@ def test_make_run_delivers_the_demo_event_without_external_services(tmp_path: Pa
         assert "verified OK" in text  # the receiver's own line for the event
         assert (checkout / "db.sqlite3").exists()  # SQLite, not a server
         assert "starting the embedded Redis" in text
+        # the endpoint secrets are encrypted with a key make run generated and kept
+        assert "generated the encryption key" in text
+        assert (checkout / "var" / "encryption-key").stat().st_mode & 0o077 == 0
+        with sqlite3.connect(checkout / "db.sqlite3") as db:
+            stored = [row[0] for row in db.execute("SELECT secret FROM webhooks_endpointsecret")]
+        assert stored and all(value.startswith("fernet:") for value in stored)
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
         try:

@@ -89,6 +89,34 @@ def test_plaintext_rows_from_before_the_key_stay_readable_until_encrypted(settin
     call_command("encrypt_secrets", "--check", stdout=StringIO())  # passes now
 
 
+def test_encrypt_secrets_is_idempotent(settings):
+    # given a mix of plaintext rows (from before a key) and rows encrypted with A
+    settings.HOOKPOST_ENCRYPTION_KEY = ""
+    plain = [_endpoint() for _ in range(2)]
+    settings.HOOKPOST_ENCRYPTION_KEY = KEY_A
+    encrypted = _endpoint()
+
+    # when the command runs twice
+    first, second = StringIO(), StringIO()
+    call_command("encrypt_secrets", stdout=first)
+    after_first = _raw()
+    call_command("encrypt_secrets", stdout=second)
+
+    # then every row is encrypted once (never twice) and reads back the same secret
+    assert "Encrypted 3 endpoint secrets." in first.getvalue()
+    assert "Encrypted 3 endpoint secrets." in second.getvalue()
+    fernet = Fernet(KEY_A.encode())
+    for before, stored in zip(after_first.values(), _raw().values(), strict=True):
+        assert stored.startswith("fernet:") and stored.count("fernet:") == 1
+        assert fernet.decrypt(stored.removeprefix("fernet:").encode()) == fernet.decrypt(
+            before.removeprefix("fernet:").encode()
+        )
+    assert [selectors.endpoint_current_secret(endpoint=c.endpoint) for c in [*plain, encrypted]] == [
+        c.secret for c in [*plain, encrypted]
+    ]
+    call_command("encrypt_secrets", "--check", stdout=StringIO())
+
+
 def test_rotating_keys_keeps_old_rows_readable_and_re_encrypts_them(settings):
     # given secrets encrypted with key A
     settings.HOOKPOST_ENCRYPTION_KEY = KEY_A

@@ -3,6 +3,7 @@
 Each case imports the real ``config.settings`` in a fresh interpreter with a
 clean environment, as a deployed process would.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 START = (
@@ -60,8 +62,42 @@ def test_secret_key_is_read_from_secret_key_file(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret_key"
     secret_file.write_text("from-a-mounted-file-0123456789abcdefghijklmnop\n", encoding="utf-8")
 
-    result = start(SECRET_KEY_FILE=str(secret_file))
+    result = start(SECRET_KEY_FILE=str(secret_file), HOOKPOST_ENCRYPTION_KEY=Fernet.generate_key().decode())
 
     assert result.returncode == 0, result.stderr
     assert "DEBUG=False" in result.stdout
     assert "SECRET_KEY=from-a-mounted-file-0123456789abcdefghijklmnop\n" in result.stdout
+
+
+def test_production_without_an_encryption_key_refuses_to_start() -> None:
+    result = start(SECRET_KEY="x" * 50)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "HOOKPOST_ENCRYPTION_KEY is not set" in result.stderr
+    assert "Fernet.generate_key()" in result.stderr  # says how to make one
+
+
+def test_production_with_a_malformed_encryption_key_refuses_to_start() -> None:
+    result = start(SECRET_KEY="x" * 50, HOOKPOST_ENCRYPTION_KEY="not-a-fernet-key")
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "HOOKPOST_ENCRYPTION_KEY must be comma-separated Fernet keys" in result.stderr
+
+
+def test_the_encryption_key_is_read_from_its_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "encryption_key"
+    key_file.write_text(Fernet.generate_key().decode() + "\n", encoding="utf-8")
+
+    result = start(SECRET_KEY="x" * 50, HOOKPOST_ENCRYPTION_KEY_FILE=str(key_file))
+
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG=False" in result.stdout
+
+
+def test_debug_true_starts_without_an_encryption_key() -> None:
+    # development may keep secrets in plaintext; `make run` still makes a key
+    result = start(DEBUG="true")
+
+    assert result.returncode == 0, result.stderr
