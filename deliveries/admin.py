@@ -31,8 +31,8 @@ from django.utils.text import Truncator
 
 from config.numbers import MAX_BIGINT, NumberRejected, parse_int
 from deliveries.dead_letters import dead_letters_discard
-from deliveries.engine import redact_headers
 from deliveries.models import Attempt, DeadLetter, Delivery, Message
+from deliveries.outbound import redact_headers
 from deliveries.replay import REPLAYABLE, deliveries_replay, delivery_replay
 from webhooks.admin_pagination import EstimatedCountPaginator
 from webhooks.admin_scoping import (

@@ -9,7 +9,7 @@ class DeliveriesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the on-commit hand-off from ingest to the Celery queues.
+        # Loads the Celery tasks at start rather than on the first hand-off after a commit.
         from config.metrics import connect_signals
         from deliveries import tasks  # noqa: F401
 

@@ -11,6 +11,10 @@ scheduler's polling delay.
 
 ``enqueue_on_commit`` is the only safe way to hand work over: publishing
 before commit could deliver a message the database then rolls back.
+
+The Celery side (``deliveries.tasks``) is imported where it is called
+(``_hand_over``), not at the top: tasks imports the engine, whose endpoint
+line hands work back through here, and ingest must load neither.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import redis
 from django.db import transaction
 from kombu.exceptions import OperationalError
+
+from deliveries.lanes import Lane
 
 logger = logging.getLogger(__name__)
 
@@ -36,26 +41,7 @@ class Route:
     """Where one fresh delivery goes, as ingest decided when it wrote the row."""
 
     endpoint_uid: str
-    first_attempt: bool  # the first-attempt queue, else the retry queue
-
-
-class Enqueuer(Protocol):
-    """Hands committed deliveries to workers. ``routes`` (by delivery id) come when the
-    caller knows them (else None); the enqueuer reads back the rows of any id they miss."""
-
-    def __call__(
-        self, delivery_ids: list[int], token: str | None, routes: Mapping[int, Route] | None = None
-    ) -> None: ...
-
-
-# The delivery engine registers its enqueue function here when it loads
-# (``deliveries.tasks``); until then due deliveries wait for the scheduler.
-_enqueuer: Enqueuer | None = None
-
-
-def register_enqueuer(enqueue: Enqueuer | None) -> None:
-    global _enqueuer
-    _enqueuer = enqueue
+    lane: Lane
 
 
 def enqueue_on_commit(
@@ -76,20 +62,20 @@ def enqueue_on_commit(
     """
     ids = list(delivery_ids)
     if ids:
-        transaction.on_commit(lambda: _enqueue(ids, token, routes))
+        transaction.on_commit(lambda: _hand_over(ids, token, routes))
 
 
 def enqueue_now(delivery_ids: Sequence[int], token: str) -> None:
     """Hand these deliveries to workers now: their ``token`` lease is already committed."""
-    _enqueue(list(delivery_ids), token, None)
+    _hand_over(list(delivery_ids), token, None)
 
 
-def _enqueue(ids: list[int], token: str | None, routes: Mapping[int, Route] | None) -> None:
-    if _enqueuer is None:
-        logger.debug("no delivery engine registered; %d deliveries left to the scheduler", len(ids))
-        return
+def _hand_over(ids: list[int], token: str | None, routes: Mapping[int, Route] | None) -> None:
+    """Queue the tasks (``tasks.enqueue_fresh``); errors are logged (a broker's in one line), never raised."""
+    from deliveries import tasks  # here, not at the top: see the module docstring
+
     try:
-        _enqueuer(ids, token, routes)
+        tasks.enqueue_fresh(ids, token, routes)
     except _BROKER_ERRORS as exc:  # the broker being down must not fail an accepted request
         # One line, no traceback: during an outage every publish lands here.
         logger.warning(

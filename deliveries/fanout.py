@@ -27,7 +27,7 @@ def matching_endpoints(*, tenant: Tenant, event_type: EventType) -> QuerySet[End
     return (
         Endpoint.objects.filter(tenant=tenant)
         .filter(~Exists(has_filter) | Q(Exists(subscribed)))
-        # What routing a fresh delivery reads (``scheduler.first_lane``), besides the row's own
+        # What routing a fresh delivery reads (``lanes.lane_of_fresh``), besides the row's own
         .only("pk", "uid", "enabled", "consecutive_failures", "circuit_state", "last_success_at")
     )
 

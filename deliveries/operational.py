@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from deliveries import signals
 from deliveries.models import Delivery, OperationalEvent
+from deliveries.outbound import iso
 from deliveries.transport import Transport
 from webhooks import signing
 from webhooks.models import Endpoint, Membership, Tenant
@@ -100,8 +101,8 @@ def endpoint_disable_with_notice(*, endpoint: Endpoint, reason: str, trigger: st
                 **_ids(endpoint),
                 "reason": reason,
                 "trigger": trigger,
-                "disabled_at": _iso(now),
-                "failing_since": _iso(failing_since) if failing_since else None,
+                "disabled_at": iso(now),
+                "failing_since": iso(failing_since) if failing_since else None,
             },
         )
         endpoint_pk = endpoint.pk
@@ -154,7 +155,7 @@ def endpoint_recovered(*, endpoint: Endpoint, at: datetime) -> OperationalEvent:
         kind=OperationalEvent.Kind.ENDPOINT_RECOVERED,
         tenant_id=endpoint.tenant_id,
         endpoint=endpoint,
-        payload={**_ids(endpoint), "recovered_at": _iso(at)},
+        payload={**_ids(endpoint), "recovered_at": iso(at)},
     )
 
 
@@ -168,7 +169,7 @@ def event_notify(*, event_id: int) -> bool:
     if not url or event is None:
         return True
     body = json.dumps(
-        {"type": event.kind, "timestamp": _iso(event.created_at), "data": event.payload},
+        {"type": event.kind, "timestamp": iso(event.created_at), "data": event.payload},
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode("utf-8")
@@ -253,7 +254,3 @@ def _safe_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -23,7 +23,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from deliveries import dispatch
-from deliveries.engine import new_token
+from deliveries.leases import new_token
 from deliveries.models import Attempt, Delivery
 from webhooks.errors import Conflict, Invalid
 from webhooks.models import Endpoint, Tenant

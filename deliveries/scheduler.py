@@ -8,7 +8,7 @@ killed, or Redis lost the queued task) is simply due again. First attempts to
 endpoints that have succeeded before go to the first-attempt queue; later
 attempts, and any work for an endpoint that is failing (failures in a row, or
 a circuit not closed) or has never succeeded, to the retry queue
-(``first_lane``).
+(``deliveries.lanes``).
 
 Retry delays are never held as Celery countdowns/ETAs: those would sit in
 worker memory and be redelivered past the broker's visibility timeout. The
@@ -20,10 +20,9 @@ waits in PostgreSQL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -31,13 +30,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config import metrics
-from deliveries.engine import DUE_STATUSES, new_token
+from deliveries.lanes import FIRST_LANE_ROWS, LANE_FIELDS, Lane, lane_of_row
+from deliveries.leases import DUE_STATUSES, new_token
 from deliveries.models import Delivery
 
 logger = logging.getLogger(__name__)
 
-# enqueue(ids, token, first_attempt) -> None
-Enqueue = Callable[[list[int], str, bool], None]
+# enqueue(ids, token, lane) -> None
+Enqueue = Callable[[list[int], str, Lane], None]
 
 
 @dataclass(frozen=True)
@@ -45,54 +45,6 @@ class DispatchReport:
     dispatched: int
     first_attempts: int
     retries: int
-
-
-def first_lane(
-    *, attempt_count: int, consecutive_failures: int, circuit_state: str, last_success_at: Any
-) -> bool:
-    """Whether a delivery takes the first-attempt lane: only a first attempt to an endpoint
-    that has answered 2xx before and is not failing now.
-
-    Everything else takes the retry lane: retries, work for an endpoint that is
-    failing (failures in a row, or a circuit not closed), and work for an
-    endpoint that has never succeeded. The last matters most: a new endpoint
-    that hangs is not known to fail until its first timeout, and meanwhile
-    each of its fresh messages would hold a first-lane worker thread for that
-    long, ahead of every healthy endpoint's messages.
-    """
-    return (
-        attempt_count == 0
-        and consecutive_failures == 0
-        and circuit_state == "closed"
-        and last_success_at is not None
-    )
-
-
-# What first_lane() reads of a Delivery row, as ``values_list`` fields (``first_lane_of``).
-LANE_FIELDS = (
-    "attempt_count",
-    "endpoint__consecutive_failures",
-    "endpoint__circuit_state",
-    "endpoint__last_success_at",
-)
-
-
-def first_lane_of(values: Sequence[Any]) -> bool:
-    """``first_lane`` of a row's ``LANE_FIELDS`` values, in that order."""
-    count, failures, circuit, succeeded = values
-    return first_lane(
-        attempt_count=count, consecutive_failures=failures, circuit_state=circuit, last_success_at=succeeded
-    )
-
-
-# first_lane() as a filter on Delivery rows, for a round that fills one lane.
-FIRST_LANE_ROWS = Q(
-    attempt_count=0,
-    endpoint__consecutive_failures=0,
-    endpoint__circuit_state="closed",
-    endpoint__last_success_at__isnull=False,
-)
-FIRST, RETRY = "first", "retry"
 
 
 def due_deliveries(now=None):  # type: ignore[no-untyped-def]
@@ -105,9 +57,9 @@ def due_deliveries(now=None):  # type: ignore[no-untyped-def]
     )
 
 
-def dispatch_due(*, enqueue: Enqueue, limit: int, lane: str | None = None) -> DispatchReport:
-    """Claim up to ``limit`` due deliveries bound for ``lane`` (``FIRST`` or ``RETRY``;
-    None: either) and queue them after commit.
+def dispatch_due(*, enqueue: Enqueue, limit: int, lane: Lane | None = None) -> DispatchReport:
+    """Claim up to ``limit`` due deliveries bound for ``lane`` (None: either) and queue
+    them after commit.
 
     The tick fills one lane per round, each up to its own queue's depth, so the
     oldest due work of one lane never waits behind the other's (a broken
@@ -118,9 +70,9 @@ def dispatch_due(*, enqueue: Enqueue, limit: int, lane: str | None = None) -> Di
     now = timezone.now()
     token = new_token()
     due = due_deliveries(now)
-    if lane == FIRST:
+    if lane is Lane.FIRST:
         due = due.filter(FIRST_LANE_ROWS)
-    elif lane == RETRY:
+    elif lane is Lane.RETRY:
         due = due.exclude(FIRST_LANE_ROWS)
     with transaction.atomic():
         rows = list(
@@ -137,7 +89,7 @@ def dispatch_due(*, enqueue: Enqueue, limit: int, lane: str | None = None) -> Di
         # Work for an endpoint that is failing or unproven takes the retry lane
         # even on its first attempt (or after a deferral), so fresh messages for
         # healthy endpoints never queue behind it.
-        first = [row[0] for row in rows if first_lane_of(row[1 : 1 + len(LANE_FIELDS)])]
+        first = [row[0] for row in rows if lane_of_row(row[1 : 1 + len(LANE_FIELDS)]) is Lane.FIRST]
         chosen = set(first)
         retries = [row[0] for row in rows if row[0] not in chosen]
 
@@ -145,11 +97,11 @@ def dispatch_due(*, enqueue: Enqueue, limit: int, lane: str | None = None) -> Di
 
         def hand_over() -> None:
             if first:
-                enqueue(first, token, True)
-                metrics.DISPATCHED.labels(queue="first").inc(len(first))
+                enqueue(first, token, Lane.FIRST)
+                metrics.DISPATCHED.labels(queue=Lane.FIRST.value).inc(len(first))
             if retries:
-                enqueue(retries, token, False)
-                metrics.DISPATCHED.labels(queue="retry").inc(len(retries))
+                enqueue(retries, token, Lane.RETRY)
+                metrics.DISPATCHED.labels(queue=Lane.RETRY.value).inc(len(retries))
             metrics.SCHEDULER_LAG.observe(max((timezone.now() - oldest_due).total_seconds(), 0.0))
 
         transaction.on_commit(hand_over)

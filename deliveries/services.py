@@ -23,10 +23,10 @@ from referencing.exceptions import Unresolvable
 
 from deliveries import dispatch
 from deliveries.copy_insert import copy_insert
-from deliveries.engine import new_token
 from deliveries.fanout import deliveries_for, delivery_rows, matching_endpoints
+from deliveries.lanes import Lane, lane_of_fresh
+from deliveries.leases import new_token
 from deliveries.models import Attempt, Delivery, Message
-from deliveries.scheduler import first_lane
 from webhooks.errors import Conflict, Invalid, PayloadTooLarge
 from webhooks.models import Endpoint, EventType, Tenant
 
@@ -150,8 +150,8 @@ def _publish(
         endpoints = _endpoints(context, message)
         for endpoint in endpoints:
             if endpoint.enabled and endpoint.pk not in routes:
-                routes[endpoint.pk] = route = _route(endpoint)
-                if not route.first_attempt:
+                routes[endpoint.pk] = route = dispatch.Route(endpoint.uid, lane_of_fresh(endpoint))
+                if route.lane is Lane.RETRY:
                     retry_lane.add(endpoint.pk)
         rows += delivery_rows(message=message, endpoints=endpoints, lease_token=token, unleased=retry_lane)
     ids = copy_insert(Delivery, rows, return_ids=True)
@@ -160,7 +160,7 @@ def _publish(
     for pk, row in zip(ids, rows, strict=True):
         if row["status"] == Delivery.Status.PENDING:
             route = routes[row["endpoint_id"]]
-            (first if route.first_attempt else later)[pk] = route
+            (first if route.lane is Lane.FIRST else later)[pk] = route
     dispatch.enqueue_on_commit(list(first), token, first)
     dispatch.enqueue_on_commit(list(later), None, later)
     counts: dict[int, int] = {}
@@ -220,18 +220,6 @@ def _publish_keyed(
             raise
         return _repeat(existing, request_hash)
     return message
-
-
-def _route(endpoint: Endpoint) -> dispatch.Route:
-    """The lane of a fresh delivery to ``endpoint`` (``scheduler.first_lane``), from the
-    endpoint as ingest loaded it, so the hand-off need not read the rows back."""
-    first = first_lane(
-        attempt_count=0,
-        consecutive_failures=endpoint.consecutive_failures,
-        circuit_state=endpoint.circuit_state,
-        last_success_at=endpoint.last_success_at,
-    )
-    return dispatch.Route(endpoint.uid, first)
 
 
 def _endpoints(context: _Context, message: Message) -> list[Endpoint]:

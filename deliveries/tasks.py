@@ -14,7 +14,8 @@ from celery import shared_task
 from django.conf import settings
 
 from config.celery import FIRST_QUEUE, RETRY_QUEUE, app
-from deliveries import admission, dispatch, engine, retention, scheduler
+from deliveries import admission, deferral, dispatch, engine, retention, scheduler
+from deliveries.lanes import LANE_FIELDS, Lane, lane_of_row
 from deliveries.models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ def dispatch_due() -> None:
     target = settings.HOOKPOST_QUEUE_TARGET_DEPTH
     size = settings.HOOKPOST_DELIVERY_BATCH_SIZE
     total = 0
-    for lane, queue in ((scheduler.FIRST, FIRST_QUEUE), (scheduler.RETRY, RETRY_QUEUE)):
+    for lane in Lane:
         # One lane per round, so a lane's rows never wait behind the other's older ones.
+        queue = lane.queue
         budget, handed = target * size, 0
         while handed < budget:
             free = target - queue_depths((queue,))[queue]
@@ -92,7 +94,7 @@ def notify_operator(self, event_id: int) -> None:  # type: ignore[no-untyped-def
 
 
 def enqueue(
-    delivery_ids: list[int], token: str | None, first_attempt: bool, endpoints: dict[int, str] | None = None
+    delivery_ids: list[int], token: str | None, lane: Lane, endpoints: dict[int, str] | None = None
 ) -> None:
     """Queue ``deliver_batch`` tasks; called after the lease-setting transaction commits
     (``token`` None: the deliveries are unleased, and the workers claim those still so).
@@ -111,11 +113,11 @@ def enqueue(
     if endpoints is None:
         endpoints = dict(Delivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint__uid"))
     cut = batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE)
-    held = {} if first_attempt else admission.held_by_open_circuits({uid for uid, _ in cut if uid})
+    held = {} if lane is Lane.FIRST else admission.held_by_open_circuits({uid for uid, _ in cut if uid})
     if held:
         open_batches = [b for b in cut if b[0] in held]
         cut = [b for b in cut if b[0] not in held] + _not_deferred(open_batches, token, held)
-    queue = FIRST_QUEUE if first_attempt else RETRY_QUEUE
+    queue = lane.queue
     with app.producer_or_acquire() as producer:
         for endpoint_uid, batch in cut:
             deliver_batch.apply_async(
@@ -131,7 +133,7 @@ def _not_deferred(
     the worker marks skipped at once), or all of them if the deferral failed (the
     worker's admission defers them the usual way)."""
     try:
-        moved = engine.deliveries_defer_unclaimed(
+        moved = deferral.deliveries_defer_unclaimed(
             batches=[(uid, ids) for uid, ids in held_batches if uid],
             token=token,
             waits=waits,
@@ -188,7 +190,7 @@ def enqueue_fresh(
 ) -> None:
     """Queue freshly accepted deliveries: first attempts, except that work for an
     endpoint failing or never yet successful takes the retry lane, as the
-    scheduler does (``scheduler.first_lane``), so a broken tenant's fan-out
+    scheduler does (``lanes.lane_of``), so a broken tenant's fan-out
     never queues ahead of healthy endpoints' messages. Retry-lane work finding
     the retry queue at its target depth is left to the scheduler (its lease
     given back, if it has one: ingest writes such work unleased).
@@ -205,19 +207,19 @@ def enqueue_fresh(
     unrouted = delivery_ids if routes is None else [pk for pk in delivery_ids if pk not in routes]
     for pk, route in (routes or {}).items():
         endpoints[pk] = route.endpoint_uid
-        if not route.first_attempt:
+        if route.lane is Lane.RETRY:
             failing.add(pk)
     for start in range(0, len(unrouted), _LOOKUP_CHUNK):
         rows = Delivery.objects.filter(pk__in=unrouted[start : start + _LOOKUP_CHUNK]).values_list(
-            "pk", "endpoint__uid", *scheduler.LANE_FIELDS
+            "pk", "endpoint__uid", *LANE_FIELDS
         )
-        for pk, endpoint_uid, *lane in rows:
+        for pk, endpoint_uid, *lane_fields in rows:
             endpoints[pk] = endpoint_uid
-            if not scheduler.first_lane_of(lane):
+            if lane_of_row(lane_fields) is Lane.RETRY:
                 failing.add(pk)
     healthy = [pk for pk in delivery_ids if pk not in failing]
     if healthy:
-        enqueue(healthy, token, True, endpoints)
+        enqueue(healthy, token, Lane.FIRST, endpoints)
     if not failing:
         return
     retry = [pk for pk in delivery_ids if pk in failing]
@@ -227,9 +229,6 @@ def enqueue_fresh(
         # hanging receivers let it drain): give the dispatch lease back instead, and the
         # scheduler hands them out as the queue has room, so the queue stays short.
         if token is not None:
-            engine.deliveries_release_unclaimed(delivery_ids=retry, token=token)
+            deferral.deliveries_release_unclaimed(delivery_ids=retry, token=token)
         return
-    enqueue(retry, token, False, endpoints)
-
-
-dispatch.register_enqueuer(enqueue_fresh)
+    enqueue(retry, token, Lane.RETRY, endpoints)

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from deliveries import dispatch
 from deliveries import services as delivery_services
+from deliveries import tasks
 from deliveries.models import Delivery, Message
 from tests.api.helpers import assert_error, counts, snapshot
 from tests.factories import EndpointFactory, EventTypeFactory, MessageFactory
@@ -29,8 +29,7 @@ INVOICE_SCHEMA = {
 def handed_over(monkeypatch):
     """Record what ingest hands to the delivery engine (instead of queueing)."""
     calls: list[list[int]] = []
-    monkeypatch.setattr(dispatch, "_enqueuer", None)  # restored after the test
-    dispatch.register_enqueuer(lambda ids, *lease: calls.append(list(ids)))
+    monkeypatch.setattr(tasks, "enqueue_fresh", lambda ids, *lease: calls.append(list(ids)))
     return calls
 
 
@@ -406,7 +405,7 @@ def test_a_broken_queue_does_not_fail_an_accepted_message(
     def broker_down(*args):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(dispatch, "_enqueuer", broker_down)
+    monkeypatch.setattr(tasks, "enqueue_fresh", broker_down)
 
     # when acme publishes
     with django_capture_on_commit_callbacks(execute=True):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from deliveries import dispatch, engine
+from deliveries import engine, outbound, tasks
 from deliveries.models import Attempt, Delivery, Message
 from deliveries.transport import TransportResult
 from tests.api.helpers import assert_error, snapshot
@@ -94,8 +94,7 @@ def endpoint(tenant) -> Endpoint:
 def handed_over(monkeypatch) -> list[tuple[list[int], str]]:
     """What replay hands to the delivery engine after commit (instead of queueing)."""
     calls: list[tuple[list[int], str]] = []
-    monkeypatch.setattr(dispatch, "_enqueuer", None)  # restored after the test
-    dispatch.register_enqueuer(lambda ids, token, routes=None: calls.append((list(ids), token)))
+    monkeypatch.setattr(tasks, "enqueue_fresh", lambda ids, token, *routes: calls.append((list(ids), token)))
     return calls
 
 
@@ -156,7 +155,7 @@ def test_the_replayed_attempt_has_the_same_webhook_id_and_is_appended_to_the_his
             sent.append(headers)
             return TransportResult(status=200, body=b"ok", duration_ms=3, connected=True)
 
-    monkeypatch.setattr(engine, "transport", lambda: Receiver())
+    monkeypatch.setattr(outbound, "transport", lambda: Receiver())
 
     # when it is replayed and the engine runs the handed-over work
     with django_capture_on_commit_callbacks(execute=True):

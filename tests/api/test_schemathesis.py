@@ -47,7 +47,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
-from deliveries import dispatch
+from deliveries import tasks
 from deliveries.models import Attempt, Delivery, Message
 from tests.factories import EndpointFactory
 from webhooks import services
@@ -206,7 +206,7 @@ def world(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> World:
     # fixture's is). Accepted messages must not reach a real broker from
     # here: record the hand-off instead.
     enqueued: list[tuple[object, ...]] = []
-    monkeypatch.setattr(dispatch, "_enqueuer", lambda *args: enqueued.append(args))
+    monkeypatch.setattr(tasks, "enqueue_fresh", lambda *args: enqueued.append(args))
     tenant = Tenant.objects.create(uid=TENANT_UID, name="Acme")
     _, tenant_key = services.api_key_create(tenant=tenant, name="schemathesis")
     _, operator_key = services.api_key_create(tenant=None, name="schemathesis-operator")

@@ -9,9 +9,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from deliveries import breaker, engine
+from deliveries import breaker, engine, leases
 from deliveries.models import Delivery
 from deliveries.transport import TransportResult
+from tests.factories import DeliveryFactory, MessageFactory
 from webhooks.models import Endpoint
 
 
@@ -32,13 +33,30 @@ class ScriptedTransport:
 
 def dispatch(delivery: Delivery) -> str:
     """What the scheduler does: make the delivery due now and lease it to one task."""
-    token = engine.new_token()
+    token = leases.new_token()
     Delivery.objects.filter(pk=delivery.pk).update(
         next_attempt_at=timezone.now(),
         lease_token=token,
         lease_expires_at=timezone.now() + timedelta(seconds=120),
     )
     return token
+
+
+def leased_batch(endpoint: Endpoint, count: int) -> tuple[list[Delivery], str]:
+    """``count`` new deliveries to ``endpoint``, due now and leased to one task (what dispatch does)."""
+    token = leases.new_token()
+    deliveries = [
+        DeliveryFactory(
+            endpoint=endpoint,
+            tenant=endpoint.tenant,
+            message=MessageFactory(tenant=endpoint.tenant),
+            next_attempt_at=timezone.now(),
+            lease_token=token,
+            lease_expires_at=timezone.now() + timedelta(seconds=120),
+        )
+        for _ in range(count)
+    ]
+    return deliveries, token
 
 
 def run(delivery: Delivery) -> str | None:

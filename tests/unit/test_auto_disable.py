@@ -17,7 +17,7 @@ import standardwebhooks
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from deliveries import breaker, engine, operational
+from deliveries import breaker, operational, outbound
 from deliveries.models import Delivery, OperationalEvent
 from deliveries.services import NewMessage, message_publish
 from tests.e2e.receiver import Receiver
@@ -40,7 +40,7 @@ def window(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def transport(monkeypatch) -> ScriptedTransport:  # type: ignore[no-untyped-def]
     scripted = ScriptedTransport(500)
-    monkeypatch.setattr(engine, "transport", lambda: scripted)
+    monkeypatch.setattr(outbound, "transport", lambda: scripted)
     return scripted
 
 

@@ -8,7 +8,6 @@ others their record. Real PostgreSQL and Redis, scripted transport.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,11 +15,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries import engine
+from deliveries import engine, leases, outbound
 from deliveries.models import Attempt, Delivery
 from deliveries.scheduler import due_deliveries
-from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory
-from tests.unit.protection_helpers import ScriptedTransport, open_circuit
+from tests.factories import EndpointFactory
+from tests.unit.protection_helpers import ScriptedTransport, leased_batch, open_circuit
 
 pytestmark = pytest.mark.django_db
 
@@ -30,26 +29,9 @@ def endpoint() -> Any:
     return EndpointFactory(retry_schedule=[60] * 5)
 
 
-def _batch(endpoint: Any, count: int) -> tuple[list[Delivery], str]:
-    """``count`` deliveries to ``endpoint``, due now and leased to one task (what dispatch does)."""
-    token = engine.new_token()
-    deliveries = [
-        DeliveryFactory(
-            endpoint=endpoint,
-            tenant=endpoint.tenant,
-            message=MessageFactory(tenant=endpoint.tenant),
-            next_attempt_at=timezone.now(),
-            lease_token=token,
-            lease_expires_at=timezone.now() + timedelta(seconds=120),
-        )
-        for _ in range(count)
-    ]
-    return deliveries, token
-
-
 def _script(monkeypatch: Any, *statuses: int | None) -> ScriptedTransport:
     scripted = ScriptedTransport(*statuses)
-    monkeypatch.setattr(engine, "transport", lambda: scripted)
+    monkeypatch.setattr(outbound, "transport", lambda: scripted)
     return scripted
 
 
@@ -64,7 +46,7 @@ def _run(deliveries: list[Delivery], token: str) -> dict[int, str]:
 
 def test_a_batch_is_sent_in_order_and_recorded_together(monkeypatch, endpoint):
     transport = _script(monkeypatch, 200)
-    deliveries, token = _batch(endpoint, 5)
+    deliveries, token = leased_batch(endpoint, 5)
 
     statuses = _run(deliveries, token)
 
@@ -79,7 +61,7 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(monkeypatch):
     _script(monkeypatch, 200)
 
     def statements(count: int) -> int:
-        deliveries, token = _batch(EndpointFactory(), count)
+        deliveries, token = leased_batch(EndpointFactory(), count)
         with CaptureQueriesContext(connection) as queries:
             assert set(_run(deliveries, token).values()) == {"succeeded"}
         return len(queries.captured_queries)
@@ -89,10 +71,10 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(monkeypatch):
 
 
 def test_a_batch_loads_its_endpoint_and_event_type_once(endpoint):
-    deliveries, token = _batch(endpoint, 4)
+    deliveries, token = leased_batch(endpoint, 4)
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(event_type=deliveries[0].event_type)
 
-    claimed, _ = engine.deliveries_claim(delivery_ids=[d.pk for d in deliveries], token=token)
+    claimed, _ = leases.deliveries_claim(delivery_ids=[d.pk for d in deliveries], token=token)
 
     assert [d.pk for d in claimed] == sorted(d.pk for d in deliveries)
     # one shared instance each, not a copy per row: what a batch changes on its
@@ -104,7 +86,7 @@ def test_a_batch_loads_its_endpoint_and_event_type_once(endpoint):
 
 def test_a_batch_stops_at_the_first_failure_and_hands_the_rest_back(monkeypatch, endpoint):
     transport = _script(monkeypatch, 200, 503, 200)
-    deliveries, token = _batch(endpoint, 4)
+    deliveries, token = leased_batch(endpoint, 4)
 
     statuses = _run(deliveries, token)
 
@@ -125,7 +107,7 @@ def test_a_batch_stops_at_the_first_failure_and_hands_the_rest_back(monkeypatch,
 def test_no_send_starts_after_the_budget(monkeypatch, settings, endpoint):
     settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS = 0
     transport = _script(monkeypatch, 200)
-    deliveries, token = _batch(endpoint, 3)
+    deliveries, token = leased_batch(endpoint, 3)
 
     statuses = _run(deliveries, token)
 
@@ -136,9 +118,9 @@ def test_no_send_starts_after_the_budget(monkeypatch, settings, endpoint):
 def test_the_claim_lease_covers_one_timeout_the_margin_and_the_budget(monkeypatch, settings):
     settings.HOOKPOST_LEASE_MARGIN_SECONDS = 7
     settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS = 3
-    deliveries, token = _batch(EndpointFactory(timeout_seconds=5), 3)
+    deliveries, token = leased_batch(EndpointFactory(timeout_seconds=5), 3)
 
-    claimed, lease = engine.deliveries_claim(delivery_ids=[d.pk for d in deliveries], token=token)
+    claimed, lease = leases.deliveries_claim(delivery_ids=[d.pk for d in deliveries], token=token)
 
     assert [d.pk for d in claimed] == [d.pk for d in deliveries]
     expiries = set(Delivery.objects.filter(lease_token=lease).values_list("lease_expires_at", flat=True))
@@ -150,7 +132,7 @@ def test_a_half_open_circuit_lets_one_probe_out_of_a_batch(monkeypatch, settings
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0
     transport = _script(monkeypatch, 200)
     open_circuit(endpoint)
-    deliveries, token = _batch(endpoint, 3)
+    deliveries, token = leased_batch(endpoint, 3)
 
     statuses = _run(deliveries, token)
 
@@ -159,7 +141,7 @@ def test_a_half_open_circuit_lets_one_probe_out_of_a_batch(monkeypatch, settings
 
 
 def test_a_lost_lease_costs_only_that_delivery_its_record(monkeypatch, endpoint):
-    deliveries, token = _batch(endpoint, 3)
+    deliveries, token = leased_batch(endpoint, 3)
     lost = deliveries[1]
 
     class StealingTransport(ScriptedTransport):
@@ -171,7 +153,7 @@ def test_a_lost_lease_costs_only_that_delivery_its_record(monkeypatch, endpoint)
             return super().send(*args, **kwargs)
 
     stealing = StealingTransport(200)
-    monkeypatch.setattr(engine, "transport", lambda: stealing)
+    monkeypatch.setattr(outbound, "transport", lambda: stealing)
 
     statuses = _run(deliveries, token)
 
@@ -186,7 +168,7 @@ def test_a_lost_lease_costs_only_that_delivery_its_record(monkeypatch, endpoint)
 
 def test_a_delivery_that_cannot_be_recorded_does_not_poison_its_batch(monkeypatch, endpoint):
     _script(monkeypatch, 200)
-    deliveries, token = _batch(endpoint, 3)
+    deliveries, token = leased_batch(endpoint, 3)
     # an inconsistent history: attempt 1 of the middle one already exists, so recording it fails
     Attempt.objects.create(delivery=deliveries[1], number=1, response_status=500)
 
@@ -200,7 +182,7 @@ def test_a_delivery_that_cannot_be_recorded_does_not_poison_its_batch(monkeypatc
 
 def test_a_stale_token_claims_nothing_of_the_batch(monkeypatch, endpoint):
     transport = _script(monkeypatch, 200)
-    deliveries, _ = _batch(endpoint, 3)
+    deliveries, _ = leased_batch(endpoint, 3)
 
     assert engine.delivery_run_batch(delivery_ids=[d.pk for d in deliveries], token="stale") == {}
     assert transport.sent == []
@@ -209,12 +191,12 @@ def test_a_stale_token_claims_nothing_of_the_batch(monkeypatch, endpoint):
 def test_trouble_handing_back_the_rest_never_costs_the_record_of_what_was_sent(monkeypatch, endpoint):
     # given a batch whose second attempt fails, and a database hiccup when the rest is handed back
     _script(monkeypatch, 200, 503)
-    deliveries, token = _batch(endpoint, 4)
+    deliveries, token = leased_batch(endpoint, 4)
 
     def hiccup(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("connection lost")
 
-    monkeypatch.setattr(engine, "_release", hiccup)
+    monkeypatch.setattr(leases, "release", hiccup)
 
     statuses = _run(deliveries, token)
 

@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries import breaker, bulkhead, dispatch, engine, ratelimit, shared_state, tasks
+from deliveries import breaker, bulkhead, engine, leases, outbound, ratelimit, shared_state, tasks
 from deliveries.models import Attempt, Delivery, Message
 from deliveries.scheduler import due_deliveries
 from deliveries.signals import delivery_deferred
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def transport(monkeypatch) -> ScriptedTransport:  # type: ignore[no-untyped-def]
     scripted = ScriptedTransport(200)
-    monkeypatch.setattr(engine, "transport", lambda: scripted)
+    monkeypatch.setattr(outbound, "transport", lambda: scripted)
     return scripted
 
 
@@ -45,13 +45,11 @@ def deferrals() -> Any:
 
 
 @pytest.fixture
-def enqueued() -> Any:
+def enqueued(monkeypatch: pytest.MonkeyPatch) -> Any:
     """What the engine hands to workers outside the scheduler: (ids, token) pairs."""
     seen: list[tuple[list[int], str]] = []
-    previous = dispatch._enqueuer
-    dispatch.register_enqueuer(lambda ids, token, routes=None: seen.append((list(ids), token)))
-    yield seen
-    dispatch.register_enqueuer(previous)
+    monkeypatch.setattr(tasks, "enqueue_fresh", lambda ids, token, *routes: seen.append((list(ids), token)))
+    return seen
 
 
 def _hold_the_only_place(endpoint: Any) -> bulkhead.Hold:
@@ -117,7 +115,7 @@ def test_after_the_cooldown_one_delivery_probes_and_the_others_wait_for_it(setti
             others.extend(run(d) for d in deliveries[1:])
             return super().send(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "transport", lambda: ProbeTransport(200))
+    monkeypatch.setattr(outbound, "transport", lambda: ProbeTransport(200))
 
     assert run(deliveries[0]) == "succeeded"
 
@@ -228,7 +226,7 @@ def test_a_batch_for_a_full_endpoint_joins_its_line_before_anything_is_claimed(
     endpoint = EndpointFactory()
     batch = [_delivery_to(endpoint) for _ in range(3)]
     elsewhere = _delivery_to(endpoint)  # in the task, but leased to someone else since
-    dispatch_lease, ids = engine.new_token(), [d.pk for d in batch]
+    dispatch_lease, ids = leases.new_token(), [d.pk for d in batch]
     leased_until = timezone.now() + timedelta(seconds=120)
     due = {"next_attempt_at": timezone.now(), "lease_expires_at": leased_until}
     Delivery.objects.filter(pk__in=ids).update(lease_token=dispatch_lease, **due)
@@ -280,7 +278,7 @@ def test_a_full_endpoint_whose_breaker_is_not_closed_is_left_to_the_breaker(sett
 
 def test_a_task_queued_before_tasks_named_their_endpoint_still_delivers(transport):
     delivery = _delivery()
-    lease = engine.new_token()
+    lease = leases.new_token()
     Delivery.objects.filter(pk=delivery.pk).update(lease_token=lease, next_attempt_at=timezone.now())
 
     tasks.deliver_batch([delivery.pk], lease)  # the old shape: no endpoint_uid
@@ -295,7 +293,7 @@ def test_a_batch_for_an_endpoint_with_a_free_place_is_claimed_and_sent(settings,
     endpoint = EndpointFactory()
     delivery = _delivery_to(endpoint)
     _hold_the_only_place(endpoint)  # one of two
-    lease = engine.new_token()
+    lease = leases.new_token()
     Delivery.objects.filter(pk=delivery.pk).update(lease_token=lease, next_attempt_at=timezone.now())
 
     statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=lease, endpoint_uid=endpoint.uid)
@@ -368,7 +366,7 @@ def test_an_internal_error_after_admission_hands_back_the_probe_and_the_place(se
     delivery = _delivery()
     open_circuit(delivery.endpoint)
     time.sleep(0.15)
-    monkeypatch.setattr(engine, "build_request", lambda *a: (_ for _ in ()).throw(RuntimeError("bug")))
+    monkeypatch.setattr(outbound, "build_request", lambda *a: (_ for _ in ()).throw(RuntimeError("bug")))
 
     assert run(delivery) == Delivery.Status.PENDING  # counted as an internal failure
 
@@ -379,7 +377,7 @@ def test_an_internal_error_after_admission_hands_back_the_probe_and_the_place(se
 def test_attempts_are_counted_in_the_breaker_and_free_their_place(settings, monkeypatch):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     endpoint = EndpointFactory(retry_schedule=[1] * 10)
-    monkeypatch.setattr(engine, "transport", lambda: ScriptedTransport(503))
+    monkeypatch.setattr(outbound, "transport", lambda: ScriptedTransport(503))
     deliveries = [
         DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
         for _ in range(6)

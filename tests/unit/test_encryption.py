@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from deliveries.engine import build_request
+from deliveries.outbound import build_request
 from deliveries.services import NewMessage, message_publish
 from tests.factories import EventTypeFactory, TenantFactory
 from webhooks import encryption, selectors, services

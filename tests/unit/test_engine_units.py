@@ -4,19 +4,19 @@ recording a reply the database would refuse."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import standardwebhooks
-from django.utils import timezone
 
-from deliveries import engine
-from deliveries.engine import REDACTED, build_request, redact_headers
+from deliveries import engine, outbound
 from deliveries.models import Attempt, Delivery
+from deliveries.outbound import REDACTED, build_request, redact_headers
 from deliveries.services import NewMessage, message_publish
 from deliveries.transport import TransportResult
-from tests.factories import DeliveryFactory, EndpointFactory, EventTypeFactory, MessageFactory, TenantFactory
+from tests.factories import EndpointFactory, EventTypeFactory, TenantFactory
+from tests.unit.protection_helpers import leased_batch
 from webhooks.selectors import endpoint_signing_secrets
 
 
@@ -83,23 +83,6 @@ class _Answering:
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
 
 
-def _leased(endpoint: Any, count: int) -> tuple[list[Delivery], str]:
-    """``count`` deliveries to ``endpoint``, due now and leased to one task."""
-    token = engine.new_token()
-    deliveries = [
-        DeliveryFactory(
-            endpoint=endpoint,
-            tenant=endpoint.tenant,
-            message=MessageFactory(tenant=endpoint.tenant),
-            next_attempt_at=timezone.now(),
-            lease_token=token,
-            lease_expires_at=timezone.now() + timedelta(seconds=120),
-        )
-        for _ in range(count)
-    ]
-    return deliveries, token
-
-
 UNSTORABLE = [{"x-note": "a\x00b"}, {"x-half": "\udcff"}]
 
 
@@ -111,8 +94,8 @@ def test_a_reply_the_database_refuses_is_recorded_without_it_and_not_charged(
 ):
     # given a receiver whose answer cannot be stored as it is
     transport = _Answering(TransportResult(status=status, headers=headers, body=b"x", connected=True))
-    monkeypatch.setattr(engine, "transport", lambda: transport)
-    (delivery,), token = _leased(EndpointFactory(retry_schedule=[60]), 1)
+    monkeypatch.setattr(outbound, "transport", lambda: transport)
+    (delivery,), token = leased_batch(EndpointFactory(retry_schedule=[60]), 1)
 
     # when the engine runs it
     statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=token)
@@ -133,8 +116,8 @@ def test_one_unstorable_reply_in_a_batch_costs_the_others_nothing(monkeypatch, h
     fine = TransportResult(status=200, headers={"x-ok": "1"}, body=b"fine", connected=True)
     bad = TransportResult(status=200, headers=headers, body=b"bad", connected=True)
     transport = _Answering(fine, bad, fine)
-    monkeypatch.setattr(engine, "transport", lambda: transport)
-    deliveries, token = _leased(EndpointFactory(), 3)
+    monkeypatch.setattr(outbound, "transport", lambda: transport)
+    deliveries, token = leased_batch(EndpointFactory(), 3)
 
     # when the engine runs the batch
     statuses = engine.delivery_run_batch(delivery_ids=[d.pk for d in deliveries], token=token)
@@ -152,7 +135,7 @@ def test_a_stored_header_http_cannot_carry_is_a_recorded_refusal_not_an_internal
     # given an endpoint row from before the header rules, with a value beyond Latin-1
     settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
     endpoint = EndpointFactory(url="http://127.0.0.1:9/hook", retry_schedule=[60], headers={"X-Emoji": "😀"})
-    (delivery,), token = _leased(endpoint, 1)
+    (delivery,), token = leased_batch(endpoint, 1)
 
     # when the engine runs it through the real transport
     statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=token)

@@ -10,7 +10,8 @@ import pytest
 import redis
 from django.utils import timezone
 
-from deliveries import admission, breaker, engine, shared_state, tasks
+from deliveries import admission, breaker, deferral, shared_state, tasks
+from deliveries.lanes import Lane
 from deliveries.models import Delivery
 from tests.factories import DeliveryFactory, EndpointFactory
 from tests.unit.protection_helpers import dispatch, open_circuit
@@ -62,8 +63,8 @@ def test_retry_lane_work_for_an_open_circuit_is_deferred_to_the_cool_downs_end_w
     before = timezone.now()
 
     # when both are handed to the retry lane
-    tasks.enqueue(_ids(held), token, False)
-    tasks.enqueue(_ids(other), other_token, False)
+    tasks.enqueue(_ids(held), token, Lane.RETRY)
+    tasks.enqueue(_ids(other), other_token, Lane.RETRY)
     assert len(held) == 2 and all(row.lease_expires_at for row in Delivery.objects.filter(pk__in=_ids(other)))
 
     # then only the failing endpoint's batch is queued
@@ -83,7 +84,7 @@ def test_first_lane_work_is_queued_whatever_the_breaker_says(queued):
     open_circuit(endpoint)
     deliveries, token = _handed_off(endpoint)
 
-    tasks.enqueue(_ids(deliveries), token, True)
+    tasks.enqueue(_ids(deliveries), token, Lane.FIRST)
 
     assert queued == [(endpoint.uid, _ids(deliveries))]
 
@@ -95,7 +96,7 @@ def test_a_circuit_whose_cool_down_has_ended_is_queued_for_its_probe(queued):
     shared_state.client().hset(state, "open_until", 1)  # long past
     deliveries, token = _handed_off(endpoint)
 
-    tasks.enqueue(_ids(deliveries), token, False)
+    tasks.enqueue(_ids(deliveries), token, Lane.RETRY)
 
     assert queued == [(endpoint.uid, _ids(deliveries))]
     assert all(row.lease_token == token for row in Delivery.objects.filter(pk__in=_ids(deliveries)))
@@ -109,7 +110,7 @@ def test_deliveries_someone_else_holds_are_left_as_they_are(queued):
     lease_end = timezone.now() + timedelta(seconds=60)
     Delivery.objects.filter(pk=taken.pk).update(lease_token="someone-else", lease_expires_at=lease_end)
 
-    tasks.enqueue(_ids(deliveries), token, False)
+    tasks.enqueue(_ids(deliveries), token, Lane.RETRY)
 
     assert queued == []
     assert Delivery.objects.get(pk=deliveries[0].pk).lease_token is None
@@ -126,7 +127,7 @@ def test_without_redis_the_work_is_queued_for_the_workers_to_decide(queued, monk
         raise redis.ConnectionError("down")
 
     monkeypatch.setattr(shared_state, "client", down)
-    tasks.enqueue(_ids(deliveries), token, False)
+    tasks.enqueue(_ids(deliveries), token, Lane.RETRY)
 
     assert queued == [(endpoint.uid, _ids(deliveries))]
 
@@ -139,8 +140,8 @@ def test_a_deferral_that_fails_queues_the_batch_instead(queued, monkeypatch):
     def broken(**_: Any) -> int:
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr(engine, "deliveries_defer_unclaimed", broken)
-    tasks.enqueue(_ids(deliveries), token, False)
+    monkeypatch.setattr(deferral, "deliveries_defer_unclaimed", broken)
+    tasks.enqueue(_ids(deliveries), token, Lane.RETRY)
 
     assert queued == [(endpoint.uid, _ids(deliveries))]
     assert all(row.lease_token == token for row in Delivery.objects.filter(pk__in=_ids(deliveries)))
@@ -180,7 +181,7 @@ def test_one_hand_off_defers_every_open_endpoints_batch_together(settings, queue
         lease_token=token, lease_expires_at=timezone.now(), next_attempt_at=timezone.now()
     )
 
-    tasks.enqueue(_ids(one) + _ids(two), token, False)
+    tasks.enqueue(_ids(one) + _ids(two), token, Lane.RETRY)
 
     assert queued == []
     assert not Delivery.objects.filter(pk__in=_ids(one) + _ids(two), lease_token__isnull=False).exists()
@@ -192,7 +193,7 @@ def test_a_disabled_endpoints_work_is_queued_for_the_worker_to_skip(queued):
     Endpoint.objects.filter(pk=endpoint.pk).update(enabled=False)
     deliveries, token = _handed_off(endpoint)
 
-    tasks.enqueue(_ids(deliveries), token, False)
+    tasks.enqueue(_ids(deliveries), token, Lane.RETRY)
 
     assert queued == [(endpoint.uid, _ids(deliveries))]
     assert all(row.lease_token == token for row in Delivery.objects.filter(pk__in=_ids(deliveries)))

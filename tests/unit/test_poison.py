@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from deliveries import engine
+from deliveries import engine, leases, outbound
 from deliveries.models import Attempt, Delivery
 from deliveries.scheduler import due_deliveries
 from deliveries.transport import TransportResult
@@ -25,7 +25,7 @@ def _row(delivery: Delivery) -> dict[str, Any]:
 
 def _dispatch(delivery: Delivery) -> str:
     """What the scheduler does: make the delivery due now and lease it to one task."""
-    token = engine.new_token()
+    token = leases.new_token()
     Delivery.objects.filter(pk=delivery.pk).update(
         next_attempt_at=timezone.now(),
         lease_token=token,
@@ -48,7 +48,7 @@ def poison(monkeypatch) -> list[int]:
         calls.append(delivery.pk)
         raise RuntimeError("cannot build the request")
 
-    monkeypatch.setattr(engine, "build_request", broken)
+    monkeypatch.setattr(outbound, "build_request", broken)
     return calls
 
 
@@ -60,7 +60,7 @@ def never_sent(monkeypatch) -> None:
         def send(self, *args: Any, **kwargs: Any) -> Any:
             raise AssertionError("nothing may be sent")
 
-    monkeypatch.setattr(engine, "transport", lambda: NoTransport())
+    monkeypatch.setattr(outbound, "transport", lambda: NoTransport())
 
 
 @pytest.mark.parametrize("limit", [1, 3, 5])
@@ -130,7 +130,7 @@ def test_an_error_in_the_transport_is_counted_the_same_way(settings, monkeypatch
         def send(self, *args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("bug in the transport")
 
-    monkeypatch.setattr(engine, "transport", lambda: Broken())
+    monkeypatch.setattr(outbound, "transport", lambda: Broken())
 
     # when it is run twice
     first = engine.delivery_run(delivery_id=delivery.pk, token=_dispatch(delivery))
@@ -160,19 +160,19 @@ def test_a_failed_delivery_keeps_its_status_while_internal_errors_are_counted(
 def test_a_real_attempt_after_an_internal_error_resets_the_count(settings, monkeypatch, delivery):
     # given one internal failure behind the delivery
     settings.HOOKPOST_MAX_INTERNAL_FAILURES = 2
-    real_build = engine.build_request
-    monkeypatch.setattr(engine, "build_request", lambda *a: (_ for _ in ()).throw(RuntimeError("once")))
+    real_build = outbound.build_request
+    monkeypatch.setattr(outbound, "build_request", lambda *a: (_ for _ in ()).throw(RuntimeError("once")))
     assert engine.delivery_run(delivery_id=delivery.pk, token=_dispatch(delivery)) == Delivery.Status.PENDING
     assert _row(delivery)["internal_failures"] == 1
 
     # when the bug is gone and the receiver answers 500
-    monkeypatch.setattr(engine, "build_request", real_build)
+    monkeypatch.setattr(outbound, "build_request", real_build)
 
     class Failing:
         def send(self, *args: Any, **kwargs: Any) -> TransportResult:
             return TransportResult(status=500, body=b"oops", duration_ms=2, connected=True)
 
-    monkeypatch.setattr(engine, "transport", lambda: Failing())
+    monkeypatch.setattr(outbound, "transport", lambda: Failing())
     outcome = engine.delivery_run(delivery_id=delivery.pk, token=_dispatch(delivery))
 
     # then an ordinary failed attempt is recorded and the internal count starts again,
@@ -192,7 +192,7 @@ def test_a_database_error_while_recording_rolls_the_move_back_and_is_counted(set
         def send(self, *args: Any, **kwargs: Any) -> TransportResult:
             return TransportResult(status=200, body=b"ok", duration_ms=2, connected=True)
 
-    monkeypatch.setattr(engine, "transport", lambda: Accepting())
+    monkeypatch.setattr(outbound, "transport", lambda: Accepting())
 
     # when the engine runs it (the receiver accepts, recording fails)
     first = engine.delivery_run(delivery_id=delivery.pk, token=_dispatch(delivery))

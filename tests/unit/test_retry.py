@@ -12,11 +12,12 @@ from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deliveries import engine
+from deliveries import engine, outbound
 from deliveries.models import Attempt, Delivery
 from deliveries.retry import Verdict, decide, jittered, parse_retry_after, schedule_for
 from deliveries.transport import TransportResult
-from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory
+from tests.factories import EndpointFactory
+from tests.unit.protection_helpers import leased_batch
 
 SCHEDULE = [5, 300, 1800]
 
@@ -172,17 +173,8 @@ class _Answering429:
 def test_a_429_with_any_retry_after_is_one_recorded_attempt_and_a_retry(monkeypatch, retry_after, delay):
     # given an endpoint on a 60 s schedule whose receiver answers 429 with this Retry-After
     transport = _Answering429(retry_after)
-    monkeypatch.setattr(engine, "transport", lambda: transport)
-    endpoint = EndpointFactory(retry_schedule=[60])
-    token = engine.new_token()
-    delivery = DeliveryFactory(
-        endpoint=endpoint,
-        tenant=endpoint.tenant,
-        message=MessageFactory(tenant=endpoint.tenant),
-        next_attempt_at=timezone.now(),
-        lease_token=token,
-        lease_expires_at=timezone.now() + timedelta(seconds=120),
-    )
+    monkeypatch.setattr(outbound, "transport", lambda: transport)
+    (delivery,), token = leased_batch(EndpointFactory(retry_schedule=[60]), 1)
 
     # when the engine runs it
     statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=token)

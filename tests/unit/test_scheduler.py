@@ -25,14 +25,15 @@ from django.utils import timezone
 
 from config import metrics
 from config.celery import FIRST_QUEUE, RETRY_QUEUE
-from deliveries import dispatch, engine, scheduler, tasks
+from deliveries import dispatch, leases, scheduler, tasks
+from deliveries.lanes import Lane
 from deliveries.models import Delivery
 from deliveries.services import NewMessage, message_publish_batch
 from tests.factories import DeliveryFactory, EndpointFactory, EventTypeFactory, MessageFactory, TenantFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-Call = tuple[list[int], str, bool]
+Call = tuple[list[int], str, Lane]
 
 
 class Recorder:
@@ -42,9 +43,9 @@ class Recorder:
         self.calls: list[Call] = []
         self._lock = threading.Lock()
 
-    def __call__(self, ids: list[int], token: str, first_attempt: bool) -> None:
+    def __call__(self, ids: list[int], token: str, lane: Lane) -> None:
         with self._lock:
-            self.calls.append((list(ids), token, first_attempt))
+            self.calls.append((list(ids), token, lane))
 
     @property
     def ids(self) -> list[int]:
@@ -219,8 +220,8 @@ def test_first_attempts_and_retries_are_handed_to_their_own_enqueue(make_due):
     # then first attempts go to the first-attempt enqueue, retries to the retry one, oldest first
     token = recorder.calls[0][1]
     assert recorder.calls == [
-        ([fresh_1.pk, fresh_2.pk], token, True),
-        ([retry_1.pk, retry_2.pk], token, False),
+        ([fresh_1.pk, fresh_2.pk], token, Lane.FIRST),
+        ([retry_1.pk, retry_2.pk], token, Lane.RETRY),
     ]
     assert (report.dispatched, report.first_attempts, report.retries) == (4, 2, 2)
 
@@ -234,7 +235,7 @@ def test_a_replayed_delivery_with_attempts_goes_to_the_retry_enqueue(make_due):
     scheduler.dispatch_due(enqueue=recorder, limit=10)
 
     # then it is not treated as a fresh first attempt
-    assert [(ids, first) for ids, _, first in recorder.calls] == [([replayed.pk], False)]
+    assert [(ids, lane) for ids, _, lane in recorder.calls] == [([replayed.pk], Lane.RETRY)]
 
 
 def test_the_limit_is_respected_oldest_due_first(make_due):
@@ -314,12 +315,12 @@ def test_the_enqueue_runs_after_commit_when_the_lease_is_visible_to_workers(make
     delivery = make_due()
     seen_by_worker: list[str | None] = []
 
-    def enqueue(ids: list[int], token: str, first_attempt: bool) -> None:
+    def enqueue(ids: list[int], token: str, lane: Lane) -> None:
         def look() -> None:
             seen_by_worker.append(Delivery.objects.get(pk=ids[0]).lease_token)
 
         assert _in_threads(look) == []
-        recorder(ids, token, first_attempt)
+        recorder(ids, token, lane)
 
     recorder = Recorder()
 
@@ -330,8 +331,8 @@ def test_the_enqueue_runs_after_commit_when_the_lease_is_visible_to_workers(make
         assert recorder.calls == []
 
     # and on commit it is, and a worker already sees the lease it will have to present
-    [(ids, token, first)] = recorder.calls
-    assert (ids, first) == ([delivery.pk], True)
+    [(ids, token, lane)] = recorder.calls
+    assert (ids, lane) == ([delivery.pk], Lane.FIRST)
     assert seen_by_worker == [token]
 
 
@@ -374,8 +375,8 @@ def _kwargs(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
 
 def test_enqueue_puts_first_attempts_and_retries_on_their_own_queues(broker):
     # when first attempts and a retry are enqueued (endpoints given: 11 and 12 share one)
-    tasks.enqueue([11, 12], "token-a", True, {11: "ep_1", 12: "ep_1"})
-    tasks.enqueue([13], "token-b", False, {13: "ep_1"})
+    tasks.enqueue([11, 12], "token-a", Lane.FIRST, {11: "ep_1", 12: "ep_1"})
+    tasks.enqueue([13], "token-b", Lane.RETRY, {13: "ep_1"})
 
     # then each queue holds one batch task with its ids and lease token
     assert _queued(broker, FIRST_QUEUE) == [("hookpost.deliver_batch", [[11, 12], "token-a"], FIRST_QUEUE)]
@@ -390,7 +391,7 @@ def test_enqueue_batches_by_endpoint_up_to_the_batch_size(broker, settings):
     endpoints = {1: "ep_7", 2: "ep_8", 3: "ep_7", 4: "ep_7", 5: "ep_8"}
 
     # when they are enqueued
-    tasks.enqueue([1, 2, 3, 4, 5], "token", True, endpoints)
+    tasks.enqueue([1, 2, 3, 4, 5], "token", Lane.FIRST, endpoints)
 
     # then no batch mixes endpoints, none is larger than two, and order is kept
     batches = [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)]
@@ -402,7 +403,7 @@ def test_enqueue_batches_by_endpoint_up_to_the_batch_size(broker, settings):
 def test_enqueue_reads_the_endpoints_when_not_given(broker, make_due, settings):
     settings.HOOKPOST_DELIVERY_BATCH_SIZE = 10
     due = [make_due() for _ in range(3)]
-    tasks.enqueue([d.pk for d in due], "token", True)
+    tasks.enqueue([d.pk for d in due], "token", Lane.FIRST)
     by_endpoint: dict[int, list[int]] = {}
     for d in due:
         by_endpoint.setdefault(d.endpoint_id, []).append(d.pk)
@@ -421,14 +422,14 @@ def test_queue_depths_are_zero_for_empty_queues(broker):
     assert tasks.queue_depths() == {FIRST_QUEUE: 0, RETRY_QUEUE: 0}
 
 
-@pytest.mark.parametrize("first_attempt", [True, False], ids=["only_first_attempts", "only_retries"])
-def test_queue_depths_count_one_queue_while_the_other_is_empty(broker, first_attempt):
+@pytest.mark.parametrize("lane", [Lane.FIRST, Lane.RETRY], ids=["only_first_attempts", "only_retries"])
+def test_queue_depths_count_one_queue_while_the_other_is_empty(broker, lane):
     # given tasks waiting in one delivery queue only (in Redis an empty queue does not exist)
-    tasks.enqueue([21, 22, 23], "token", first_attempt, {21: "ep_1", 22: "ep_2", 23: "ep_3"})
-    assert broker.llen(FIRST_QUEUE if first_attempt else RETRY_QUEUE) == 3
+    tasks.enqueue([21, 22, 23], "token", lane, {21: "ep_1", 22: "ep_2", 23: "ep_3"})
+    assert broker.llen(lane.queue) == 3
 
     # then the scheduler's view of the queue depths still counts them
-    full, empty = (FIRST_QUEUE, RETRY_QUEUE) if first_attempt else (RETRY_QUEUE, FIRST_QUEUE)
+    full, empty = (FIRST_QUEUE, RETRY_QUEUE) if lane is Lane.FIRST else (RETRY_QUEUE, FIRST_QUEUE)
     assert tasks.queue_depths() == {full: 3, empty: 0}
 
 
@@ -478,7 +479,7 @@ def test_fresh_retry_lane_work_finding_the_retry_queue_full_is_left_to_the_sched
     # successful (retry lane) beside one to a proven endpoint (first lane), both under the
     # dispatch lease ingest wrote
     settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
-    tasks.enqueue([91, 92], "older", False, {91: "ep_a", 92: "ep_b"})
+    tasks.enqueue([91, 92], "older", Lane.RETRY, {91: "ep_a", 92: "ep_b"})
     proven = make_due()
     unproven = DeliveryFactory(endpoint=EndpointFactory(), next_attempt_at=timezone.now())
     token = "ingest-token"
@@ -510,7 +511,7 @@ def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back_nor_rewrit
     # given a retry queue at its target depth, and a tenant with a proven endpoint (first
     # lane) and one never yet successful (retry lane)
     settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
-    tasks.enqueue([91, 92], "older", False, {91: "ep_a", 92: "ep_b"})
+    tasks.enqueue([91, 92], "older", Lane.RETRY, {91: "ep_a", 92: "ep_b"})
     tenant = TenantFactory()
     event_type = EventTypeFactory()
     proven = EndpointFactory(tenant=tenant, last_success_at=timezone.now())
@@ -518,15 +519,16 @@ def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back_nor_rewrit
     batch = [NewMessage(event_type=event_type.name, payload={"n": n}) for n in range(2)]
     handed: list[tuple[list[int], str | None, Any]] = []
     touched: list[str] = []
+    enqueue_fresh = tasks.enqueue_fresh
 
     def spy(ids: list[int], token: str | None, routes: Any = None) -> None:
         handed.append((ids, token, routes))
         with CaptureQueriesContext(connection) as queries:
-            tasks.enqueue_fresh(ids, token, routes)
+            enqueue_fresh(ids, token, routes)
         table = f'"{Delivery._meta.db_table}"'
         touched.extend(q["sql"] for q in queries if table in q["sql"])
 
-    monkeypatch.setattr(dispatch, "_enqueuer", spy)
+    monkeypatch.setattr(tasks, "enqueue_fresh", spy)
 
     # when two messages are published
     message_publish_batch(tenant=tenant, batch=batch)
@@ -540,8 +542,8 @@ def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back_nor_rewrit
     (token,) = {d.lease_token for d in first}
     assert token
     assert handed == [
-        ([d.pk for d in first], token, {d.pk: dispatch.Route(proven.uid, True) for d in first}),
-        ([d.pk for d in later], None, {d.pk: dispatch.Route(unproven.uid, False) for d in later}),
+        ([d.pk for d in first], token, {d.pk: dispatch.Route(proven.uid, Lane.FIRST) for d in first}),
+        ([d.pk for d in later], None, {d.pk: dispatch.Route(unproven.uid, Lane.RETRY) for d in later}),
     ]
     # and the hand-off neither read a delivery back to route it nor wrote one
     assert touched == []
@@ -558,7 +560,7 @@ def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back_nor_rewrit
     (one,) = message_publish_batch(tenant=tenant, batch=batch[:1])
     fresh = Delivery.objects.get(endpoint=unproven, message=one.message)
     assert _queued(broker, RETRY_QUEUE) == [("hookpost.deliver_batch", [[fresh.pk], None], RETRY_QUEUE)]
-    assert handed[-1] == ([fresh.pk], None, {fresh.pk: dispatch.Route(unproven.uid, False)})
+    assert handed[-1] == ([fresh.pk], None, {fresh.pk: dispatch.Route(unproven.uid, Lane.RETRY)})
 
 
 def test_unleased_work_is_claimed_once_whether_the_hand_off_or_the_scheduler_comes_first(make_due):
@@ -572,11 +574,11 @@ def test_unleased_work_is_claimed_once_whether_the_hand_off_or_the_scheduler_com
     assert ids == [taken_by_scheduler.pk]
 
     # then the hand-off's task claims nothing, and the scheduler's task claims it
-    assert engine.deliveries_claim(delivery_ids=ids, token=None)[0] == []
-    assert [d.pk for d in engine.deliveries_claim(delivery_ids=ids, token=token)[0]] == ids
+    assert leases.deliveries_claim(delivery_ids=ids, token=None)[0] == []
+    assert [d.pk for d in leases.deliveries_claim(delivery_ids=ids, token=token)[0]] == ids
 
     # and when the hand-off's task claims the other first, the scheduler hands it out no more
-    claimed, _ = engine.deliveries_claim(delivery_ids=[taken_by_hand_off.pk], token=None)
+    claimed, _ = leases.deliveries_claim(delivery_ids=[taken_by_hand_off.pk], token=None)
     assert [d.pk for d in claimed] == [taken_by_hand_off.pk]
     assert scheduler.dispatch_due(enqueue=Recorder(), limit=10).dispatched == 0
 
@@ -584,7 +586,7 @@ def test_unleased_work_is_claimed_once_whether_the_hand_off_or_the_scheduler_com
 def test_ids_the_routes_miss_are_read_back(broker, make_due):
     routed, unrouted = make_due(), make_due()
     tasks.enqueue_fresh(
-        [routed.pk, unrouted.pk], "token", {routed.pk: dispatch.Route(routed.endpoint.uid, True)}
+        [routed.pk, unrouted.pk], "token", {routed.pk: dispatch.Route(routed.endpoint.uid, Lane.FIRST)}
     )
     # (both are the same proven endpoint's: one first-lane batch, its endpoint read back for one)
     assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[routed.pk, unrouted.pk]]
