@@ -318,6 +318,9 @@ HOOKPOST_RATE_LIMIT_MAX_RESERVE_SECONDS = env_int("HOOKPOST_RATE_LIMIT_MAX_RESER
 # share of one worker's slots that endpoints failing slowly (timeouts, or
 # failures slower than SLOW_FAILURE_SECONDS) may hold together.
 HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = env_int("HOOKPOST_ENDPOINT_MAX_IN_FLIGHT", 10)
+# The largest max_in_flight an endpoint may ask for (API and admin); the default
+# above applies to endpoints that ask for none.
+HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT = env_int("HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT", 1000)
 HOOKPOST_DEGRADED_WORKER_SHARE = float(env_str("HOOKPOST_DEGRADED_WORKER_SHARE", "0.5") or 0.5)
 HOOKPOST_SLOW_FAILURE_SECONDS = float(env_str("HOOKPOST_SLOW_FAILURE_SECONDS", "2") or 2)
 HOOKPOST_BULKHEAD_RETRY_SECONDS = float(env_str("HOOKPOST_BULKHEAD_RETRY_SECONDS", "1") or 1)

@@ -8,6 +8,7 @@ The checks, each owned by its own module, run in this order:
    ``HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS`` (or when the probe's lease ends,
    if sooner). The cheapest "no" for an endpoint that is down, so it goes first.
 2. the bulkheads (``deliveries.bulkhead``): a full compartment -> wait briefly.
+   The endpoint's compartment holds its own ``max_in_flight``, else the setting.
 3. the rate limit (``deliveries.ratelimit``): over the limit -> wait for the
    reserved slot. Last, because once it grants a token (or honours a
    reservation) the attempt goes out for certain: no token is spent on work a
@@ -33,6 +34,7 @@ from django.conf import settings
 from deliveries import breaker, bulkhead, ratelimit
 from deliveries.transport import TransportResult
 from webhooks.models import Endpoint
+from webhooks.selectors import endpoint_max_in_flight
 
 CIRCUIT_OPEN = "circuit_open"
 BULKHEAD = "bulkhead"
@@ -109,6 +111,7 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float) -> Tic
         slow=circuit.slow,
         lease_seconds=lease_seconds,
         timeout_seconds=float(endpoint.timeout_seconds or settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS),
+        max_in_flight=endpoint_max_in_flight(endpoint=endpoint),
     )
     if isinstance(hold, bulkhead.Refused):
         ticket.release()

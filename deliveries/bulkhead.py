@@ -2,12 +2,16 @@
 
 Two compartments, both checked before an attempt goes out:
 
-- **Per endpoint, across the fleet** (Redis): at most
-  ``HOOKPOST_ENDPOINT_MAX_IN_FLIGHT`` requests in flight to one endpoint from
-  all workers together, so one slow receiver holds at most its share of the
-  slots and is not buried under parallel requests. Each holder is a member of
-  a sorted set scored by its lease's end, so a worker killed mid-request frees
-  its place when the lease ends instead of leaking it.
+- **Per endpoint, across the fleet** (Redis): at most the endpoint's cap of
+  requests in flight to it from all workers together (its ``max_in_flight``,
+  else ``HOOKPOST_ENDPOINT_MAX_IN_FLIGHT``; ``webhooks.selectors.endpoint_max_in_flight``),
+  so one slow receiver holds at most its share of the slots and is not buried
+  under parallel requests. Each holder is a member of a sorted set scored by
+  its lease's end, so a worker killed mid-request frees its place when the
+  lease ends instead of leaking it. ``acquire`` is given the cap and stores it
+  beside the holders, with their expiry, in the same script: the looks that
+  know only the endpoint's uid (``is_full``, ``wait_in_line``) read it from
+  there, and fall back to the setting once it has lapsed.
 - **Slowly failing endpoints, per worker** (in process): endpoints whose
   failures since their last success include slow ones (timeouts: a receiver
   that hangs) may together hold at most ``HOOKPOST_DEGRADED_WORKER_SHARE`` of
@@ -51,32 +55,46 @@ from deliveries import shared_state
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] sorted set of holders scored by lease end (ms). ARGV: holder, cap, lease ms.
-# -> {1, 0} taken, or {0, ms until the earliest lease ends}
+# KEYS[1] sorted set of holders scored by lease end (ms), KEYS[2] the cap last given.
+# ARGV: holder, cap, lease ms. -> {1, 0} taken, or {0, ms until the earliest lease ends}
+# The cap key lives as long as the holders set (never shortened: a holder with a
+# longer lease may be in it), so the looks below see the cap the holders took under.
 _ACQUIRE = shared_state.LuaScript(
     shared_state.LUA_NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local keep = math.max(redis.call('PTTL', KEYS[1]), tonumber(ARGV[3]) + 1000)
+redis.call('SET', KEYS[2], ARGV[2], 'PX', keep)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return {0, tonumber(first[2]) - now}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
+redis.call('PEXPIRE', KEYS[1], keep)
 return {1, 0}
 """
 )
 
 # Lua prelude: ``live(key)``, the places held in the holders set ``key`` whose lease
-# has not ended (holders are scored by lease end, as _ACQUIRE writes them).
+# has not ended (holders are scored by lease end, as _ACQUIRE writes them), and
+# ``cap_of(key, default)``, the cap _ACQUIRE stored at ``key``, else ``default``.
 _LIVE = (
     shared_state.LUA_NOW
     + """
 local function live(key)
   return redis.call('ZCOUNT', key, '(' .. now, '+inf')
 end
+local function cap_of(key, default)
+  return tonumber(redis.call('GET', key) or '') or tonumber(default)
+end
 """
 )
+
+
+def _keys(endpoint_uid: str) -> tuple[str, str]:
+    """The endpoint's holders set and the key of the cap they took their places under."""
+    return shared_state.key("inflight", endpoint_uid), shared_state.key("inflight", endpoint_uid, "cap")
+
 
 _worker_lock = threading.Lock()
 _slow_slots: threading.BoundedSemaphore | None = None
@@ -136,14 +154,23 @@ class Hold:
                 logger.warning("could not release an in-flight place; it lapses with its lease")
 
 
-def acquire(*, endpoint_uid: str, slow: bool, lease_seconds: float, timeout_seconds: float) -> Hold | Refused:
+def acquire(
+    *,
+    endpoint_uid: str,
+    slow: bool,
+    lease_seconds: float,
+    timeout_seconds: float,
+    max_in_flight: int | None = None,
+) -> Hold | Refused:
     """Take a place for one attempt to ``endpoint_uid``, or say how long to wait for one.
 
     ``slow``: the endpoint has been failing slowly, so the attempt also needs
     a place in this worker's slow-endpoint compartment. ``lease_seconds``
     bounds how long the fleet-wide place is held if this process dies without
     releasing it; ``timeout_seconds`` is how long the endpoint's attempts may
-    take. Fails open on the fleet-wide cap when Redis is unavailable.
+    take. ``max_in_flight`` is the endpoint's fleet-wide cap (None: the
+    setting; 0 or less: no cap). Fails open on the fleet-wide cap when Redis
+    is unavailable.
     """
     hold = Hold()
     slots = _slow_slots
@@ -151,12 +178,12 @@ def acquire(*, endpoint_uid: str, slow: bool, lease_seconds: float, timeout_seco
         if not slots.acquire(blocking=False):
             return Refused("slow", _slow_wait(timeout_seconds))
         hold.local = slots
-    cap = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT
+    cap = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
     if cap > 0:
-        key = shared_state.key("inflight", endpoint_uid)
+        key, cap_key = _keys(endpoint_uid)
         holder = uuid.uuid4().hex
         try:
-            taken, _ = _ACQUIRE([key], [holder, cap, int(lease_seconds * 1000)])  # type: ignore[misc]
+            taken, _ = _ACQUIRE([key, cap_key], [holder, cap, int(lease_seconds * 1000)])  # type: ignore[misc]
         except redis.RedisError:
             logger.warning("in-flight state unavailable for %s; letting the attempt through", endpoint_uid)
             return hold
@@ -173,17 +200,21 @@ def endpoint_wait() -> float:
     return base + random.uniform(0, base)
 
 
-# KEYS[1] holders (as in _ACQUIRE), KEYS[2] the endpoint's breaker (deliveries.breaker).
-# ARGV: cap. -> 1 when every place is held now and the breaker is closed with no slow
-# failures, else 0
+# KEYS[1] holders and KEYS[3] their cap (as in _ACQUIRE), KEYS[2] the endpoint's
+# breaker (deliveries.breaker). ARGV: the cap when none is stored. -> 1 when every
+# place is held now and the breaker is closed with no slow failures, else 0
 _FULL = shared_state.LuaScript(
     _LIVE
     + """
+local cap = cap_of(KEYS[3], ARGV[1])
+if cap <= 0 then
+  return 0
+end
 local b = redis.call('HMGET', KEYS[2], 'state', 'slow')
 if (b[1] and b[1] ~= 'closed') or tonumber(b[2] or '0') > 0 then
   return 0
 end
-if live(KEYS[1]) >= tonumber(ARGV[1]) then
+if live(KEYS[1]) >= cap then
   return 1
 end
 return 0
@@ -195,18 +226,17 @@ def is_full(*, endpoint_uid: str) -> bool:
     """Whether every place at the endpoint is held now, by a look that takes nothing.
 
     Lets a batch join the endpoint's line before it claims anything. Only a
-    look: ``acquire`` still decides for a batch that goes on. False when the
-    endpoint has no cap or Redis fails, and when its breaker is not closed or
-    counts slow failures: admission asks the breaker and the slow compartment
-    first, and their answers (long deferrals) must not turn into the line's
-    short ones.
+    look: ``acquire`` still decides for a batch that goes on. The cap is the
+    one the last ``acquire`` for the endpoint was given, else the setting.
+    False when the endpoint has no cap or Redis fails, and when its breaker is
+    not closed or counts slow failures: admission asks the breaker and the slow
+    compartment first, and their answers (long deferrals) must not turn into
+    the line's short ones.
     """
-    cap = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT
-    if cap <= 0:
-        return False
-    keys = [shared_state.key("inflight", endpoint_uid), shared_state.key("breaker", endpoint_uid)]
+    holders, cap_key = _keys(endpoint_uid)
+    keys = [holders, shared_state.key("breaker", endpoint_uid), cap_key]
     try:
-        return bool(_FULL(keys, [cap]))
+        return bool(_FULL(keys, [settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT]))
     except redis.RedisError:
         return False
 
@@ -243,16 +273,16 @@ def in_flight(*, endpoint_uid: str) -> int:
 _LINE_MAX = 100
 
 
-# KEYS[1] the endpoint's line, KEYS[2] its holders (as in _ACQUIRE).
-# ARGV: entry, entries kept at most, ms to keep the line, cap.
-# -> 1 when a place is free as the entry joins, else 0
+# KEYS[1] the endpoint's line, KEYS[2] its holders and KEYS[3] their cap (as in
+# _ACQUIRE). ARGV: entry, entries kept at most, ms to keep the line, the cap when none
+# is stored. -> 1 when a place is free as the entry joins, else 0
 _JOIN_LINE = shared_state.LuaScript(
     _LIVE
     + """
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-if live(KEYS[2]) < tonumber(ARGV[4]) then
+if live(KEYS[2]) < cap_of(KEYS[3], ARGV[4]) then
   return 1
 end
 return 0
@@ -268,13 +298,15 @@ def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> bool:
     ``_LINE_MAX`` entries are kept: an endpoint that stays full keeps only the
     newest, and the dropped ones end as plain deferrals.
 
-    True when a place is free as the entry joins: a place freed while the
+    True when a place is free as the entry joins (under the cap the last
+    ``acquire`` was given, else the setting): a place freed while the
     entry was on its way may have found the line empty, so the caller sends
     the line on itself (``next_in_line``). The holder that freed it may yet
     send the line on too: the second taker is refused and joins again.
     Trouble with Redis is logged only (False): the deferral still ends.
     """
-    keys = [shared_state.key("waiting", endpoint_uid), shared_state.key("inflight", endpoint_uid)]
+    holders, cap_key = _keys(endpoint_uid)
+    keys = [shared_state.key("waiting", endpoint_uid), holders, cap_key]
     args: list[str | int | float] = [
         entry,
         _LINE_MAX,

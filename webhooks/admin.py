@@ -6,7 +6,7 @@ Admin classes stay thin: every write goes through ``webhooks.services`` (and
 ``deliveries.replay`` / ``deliveries.services`` for recover and test events),
 so the admin obeys the same rules as the API. Forms run ``endpoint_check``
 in ``clean()`` so the service's refusals (target-address policy, headers,
-retry schedule) show as form errors before anything is saved. Tenant scoping
+retry schedule, in-flight cap) show as form errors before anything is saved. Tenant scoping
 comes from ``webhooks.admin_scoping``.
 """
 
@@ -17,9 +17,10 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import FilteredSelectMultiple
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -29,7 +30,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from config.numbers import NumberRejected, parse_decimal
+from config.numbers import NumberRejected, parse_decimal, parse_int
 from deliveries.dashboard import bounded_count, endpoint_health, hourly_chart, tenant_dashboard
 from deliveries.models import Delivery
 from deliveries.replay import RECOVERABLE, endpoint_recover
@@ -295,9 +296,25 @@ ENDPOINT_FIELDS = (
     "enabled",
     "headers",
     "rate_limit",
+    "max_in_flight",
     "timeout_seconds",
     "retry_schedule",
 )
+
+
+class StrictIntegerField(forms.IntegerField):
+    """An integer typed in ASCII digits, within ``min_value``..``max_value``
+    (``config.numbers.parse_int``): Django's own field also takes other scripts'
+    digits (``"٣"``) and ``"5.0"``."""
+
+    def to_python(self, value: Any) -> int | None:
+        text = "" if value in self.empty_values else str(value).strip()
+        if not text:
+            return None
+        try:
+            return parse_int(text, minimum=int(self.min_value or 0), maximum=int(self.max_value or 2**31 - 1))
+        except NumberRejected as exc:
+            raise ValidationError(str(exc), code="invalid") from exc
 
 
 class EndpointForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -327,17 +344,30 @@ class EndpointForm(forms.ModelForm):  # type: ignore[type-arg]
         required=False,
         help_text="Seconds between attempts, e.g. [5, 300, 1800]. Empty: the platform default.",
     )
+    max_in_flight = StrictIntegerField(required=False, min_value=1, label="Max in flight")
 
     class Meta:
         model = Endpoint
         fields = ("tenant", *ENDPOINT_FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The bounds are settings: read them per form, not once at import.
+        cap = self.fields["max_in_flight"]
+        limit = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT
+        cap.max_value = limit
+        cap.widget.attrs["max"] = limit
+        cap.help_text = (
+            f"Requests in flight to this endpoint at once, across all workers: 1 to {limit:,}. "
+            f"Empty: the platform default ({settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT})."
+        )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if cleaned.get("headers") is None and "headers" in cleaned:
             cleaned["headers"] = {}
         adding = self.instance.pk is None
-        names = ("url", "headers", "retry_schedule", "event_types")
+        names = ("url", "headers", "retry_schedule", "max_in_flight", "event_types")
         checked = {n: cleaned[n] for n in names if n in cleaned and (adding or n in self.changed_data)}
         if "event_types" in checked:
             checked["event_types"] = [et.name for et in checked["event_types"]]
@@ -424,7 +454,10 @@ class EndpointAdmin(TenantScopedAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         main = (None, {"fields": ("tenant", "url", "description", "event_types", "enabled")})
-        delivery = ("Delivery", {"fields": ("headers", "rate_limit", "timeout_seconds", "retry_schedule")})
+        delivery = (
+            "Delivery",
+            {"fields": ("headers", "rate_limit", "max_in_flight", "timeout_seconds", "retry_schedule")},
+        )
         if obj is None:
             return (main, delivery)
         return (
@@ -532,6 +565,7 @@ class EndpointAdmin(TenantScopedAdmin):
                 enabled=data.get("enabled", True),
                 headers=data.get("headers") or {},
                 rate_limit=data.get("rate_limit"),
+                max_in_flight=data.get("max_in_flight"),
                 timeout_seconds=data.get("timeout_seconds"),
                 retry_schedule=data.get("retry_schedule"),
             )

@@ -156,6 +156,14 @@ class Endpoint(models.Model):
     rate_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Deliveries per second; empty = unlimited."
     )
+    # Null inherits HOOKPOST_ENDPOINT_MAX_IN_FLIGHT; the upper bound
+    # (HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT) is a setting, checked by the services.
+    max_in_flight = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests in flight at once, across all workers; empty = platform default.",
+    )
     retry_schedule = models.JSONField(
         null=True, blank=True, help_text="Seconds between attempts; empty = platform default."
     )

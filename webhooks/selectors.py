@@ -1,6 +1,7 @@
 """Reads of the configuration domain."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -34,6 +35,14 @@ def endpoint_list(*, tenant: Tenant) -> QuerySet[Endpoint]:
 def endpoint_get(*, tenant: Tenant, uid: str) -> Endpoint | None:
     """The tenant's endpoint ``uid``; None for unknown or another tenant's ids."""
     return endpoint_list(tenant=tenant).filter(uid=uid).first()
+
+
+def endpoint_max_in_flight(*, endpoint: Endpoint) -> int:
+    """The endpoint's cap on requests in flight across all workers: its own
+    ``max_in_flight``, else ``HOOKPOST_ENDPOINT_MAX_IN_FLIGHT`` (0 = no cap)."""
+    if endpoint.max_in_flight is not None:
+        return endpoint.max_in_flight
+    return int(settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT)
 
 
 def endpoint_current_secret(*, endpoint: Endpoint) -> str:

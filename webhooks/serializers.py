@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers
 
 from webhooks.models import Endpoint, EventType, Tenant, event_type_name_validator
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer sent as a JSON integer: DRF's own field also takes ``"5"`` and
+    ``5.0``, which a client sending them most likely did not mean."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
 
 
 class TenantSerializer(serializers.ModelSerializer[Tenant]):
@@ -43,6 +54,14 @@ class EventTypeUpdateSerializer(serializers.Serializer[Any]):
 class EndpointSerializer(serializers.ModelSerializer[Endpoint]):
     id = serializers.CharField(source="uid", read_only=True)
     event_types = serializers.SerializerMethodField()
+    max_in_flight = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text=(
+            "Requests in flight to this endpoint at once, across all workers; "
+            "null = the platform default (HOOKPOST_ENDPOINT_MAX_IN_FLIGHT)."
+        ),
+    )
 
     class Meta:
         model = Endpoint
@@ -56,6 +75,7 @@ class EndpointSerializer(serializers.ModelSerializer[Endpoint]):
             "disabled_at",
             "headers",
             "rate_limit",
+            "max_in_flight",
             "timeout_seconds",
             "retry_schedule",
             "circuit_state",
@@ -97,6 +117,16 @@ class EndpointWriteSerializer(serializers.Serializer[Any]):
     )
     rate_limit = serializers.IntegerField(
         min_value=1, max_value=100_000, required=False, allow_null=True, help_text="Per second."
+    )
+    max_in_flight = StrictIntegerField(
+        min_value=1,
+        max_value=settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT,
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Requests in flight to this endpoint at once, across all workers; "
+            "null = the platform default (HOOKPOST_ENDPOINT_MAX_IN_FLIGHT)."
+        ),
     )
     timeout_seconds = serializers.IntegerField(min_value=1, max_value=30, required=False)
     retry_schedule = serializers.ListField(

@@ -189,6 +189,7 @@ def endpoint_create(
     enabled: bool = True,
     headers: dict[str, str] | None = None,
     rate_limit: int | None = None,
+    max_in_flight: int | None = None,
     timeout_seconds: int | None = None,
     retry_schedule: list[int] | None = None,
     secret: str | None = None,
@@ -196,11 +197,13 @@ def endpoint_create(
     """Register an endpoint with a fresh (or the given) signing secret.
 
     Raises Invalid when the URL's target is refused, an event type is unknown
-    or archived, or headers/schedule break their rules.
+    or archived, or headers/schedule/in-flight cap break their rules.
+    ``max_in_flight`` None inherits ``HOOKPOST_ENDPOINT_MAX_IN_FLIGHT``.
     """
     errors: dict[str, list[str]] = {}
     _collect(errors, "url", _check_target, url)
     _collect(errors, "headers", _check_headers, headers or {})
+    _collect(errors, "max_in_flight", _check_max_in_flight, max_in_flight)
     _collect(errors, "retry_schedule", _check_retry_schedule, retry_schedule)
     _collect(errors, "secret", _check_secret, secret)
     types = _collect(errors, "event_types", _event_types_by_name, event_types or [])
@@ -216,6 +219,7 @@ def endpoint_create(
             disabled_at=None if enabled else timezone.now(),
             headers=headers or {},
             rate_limit=rate_limit,
+            max_in_flight=max_in_flight,
             timeout_seconds=timeout_seconds or settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS,
             retry_schedule=retry_schedule,
         )
@@ -238,12 +242,14 @@ def endpoint_update(*, endpoint: Endpoint, data: dict[str, Any]) -> Endpoint:
         _collect(errors, "headers", _check_headers, data["headers"] or {})
     if "retry_schedule" in data:
         _collect(errors, "retry_schedule", _check_retry_schedule, data["retry_schedule"])
+    if "max_in_flight" in data:
+        _collect(errors, "max_in_flight", _check_max_in_flight, data["max_in_flight"])
     types = None
     if "event_types" in data:
         types = _collect(errors, "event_types", _event_types_by_name, data["event_types"] or [])
     if errors:
         raise Invalid("The endpoint is invalid.", errors)
-    for field in ("url", "description", "rate_limit", "timeout_seconds", "retry_schedule"):
+    for field in ("url", "description", "rate_limit", "max_in_flight", "timeout_seconds", "retry_schedule"):
         if field in data:
             setattr(endpoint, field, data[field])
     if "headers" in data:
@@ -346,6 +352,14 @@ def _check_retry_schedule(schedule: list[int] | None) -> None:
             raise Invalid(f"Each delay must be an integer from 1 to {MAX_RETRY_DELAY_SECONDS} seconds.")
 
 
+def _check_max_in_flight(cap: int | None) -> None:
+    if cap is None:
+        return
+    limit = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= limit:
+        raise Invalid(f"Must be an integer from 1 to {limit}, or null for the platform default.")
+
+
 def _check_secret(secret: str | None) -> None:
     if secret is None:
         return
@@ -373,7 +387,8 @@ def endpoint_check(*, data: dict[str, Any]) -> None:
 
     For forms (the admin) that must show the service's errors next to the
     fields before anything is saved. Only the keys present are checked:
-    ``url``, ``headers``, ``retry_schedule``, ``secret``, ``event_types`` (names).
+    ``url``, ``headers``, ``retry_schedule``, ``max_in_flight``, ``secret``,
+    ``event_types`` (names).
     """
     errors: dict[str, list[str]] = {}
     if "url" in data:
@@ -382,6 +397,8 @@ def endpoint_check(*, data: dict[str, Any]) -> None:
         _collect(errors, "headers", _check_headers, data["headers"] or {})
     if "retry_schedule" in data:
         _collect(errors, "retry_schedule", _check_retry_schedule, data["retry_schedule"])
+    if "max_in_flight" in data:
+        _collect(errors, "max_in_flight", _check_max_in_flight, data["max_in_flight"])
     if "secret" in data:
         _collect(errors, "secret", _check_secret, data["secret"])
     if "event_types" in data:

@@ -135,6 +135,89 @@ def test_edit_to_a_refused_url_is_a_form_error(client_a: Client, a: History, set
     assert a.endpoint.url == "https://acme.example.com/hooks"
 
 
+def test_the_in_flight_cap_sits_beside_the_rate_limit_with_its_default(
+    client_a: Client, a: History, settings: Any
+) -> None:
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 7
+    for url in (
+        reverse("admin:webhooks_endpoint_add"),
+        reverse("admin:webhooks_endpoint_change", args=[a.endpoint.pk]),
+    ):
+        form = client_a.get(url).context["adminform"]
+        delivery = next(fields for name, fields in form.fieldsets if name == "Delivery")["fields"]
+        assert delivery[delivery.index("rate_limit") + 1] == "max_in_flight"
+        help_text = form.form.fields["max_in_flight"].help_text
+        assert "platform default (7)" in help_text and "1 to 1,000" in help_text
+
+
+def test_create_and_change_the_in_flight_cap(client_a: Client, a: History) -> None:
+    # when a tenant adds an endpoint capped at 3
+    response = client_a.post(reverse("admin:webhooks_endpoint_add"), _form(a.tenant.pk, max_in_flight="3"))
+
+    # then the service stores the cap
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    endpoint = Endpoint.objects.get(url="https://hooks.example.com/in")
+    assert endpoint.max_in_flight == 3
+
+    # when it edits the cap to 5, then empties it
+    change = reverse("admin:webhooks_endpoint_change", args=[endpoint.pk])
+    response = client_a.post(change, _form(a.tenant.pk, max_in_flight="5"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    endpoint.refresh_from_db()
+    assert endpoint.max_in_flight == 5
+    response = client_a.post(change, _form(a.tenant.pk, max_in_flight=""))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    endpoint.refresh_from_db()
+    # and the endpoint inherits the platform default again
+    assert endpoint.max_in_flight is None
+
+
+def test_an_endpoint_added_without_a_cap_inherits_the_default(client_a: Client, a: History) -> None:
+    response = client_a.post(reverse("admin:webhooks_endpoint_add"), _form(a.tenant.pk))
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Endpoint.objects.get(url="https://hooks.example.com/in").max_in_flight is None
+
+
+# Not an integer from 1 to HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT (1,000) in ASCII digits.
+BAD_CAPS = ["0", "-1", "1001", "99999999999999999999", "2.5", "5.0", "ten", "\u0663", "1e3"]
+
+
+@pytest.mark.parametrize("value", BAD_CAPS)
+def test_a_bad_in_flight_cap_is_a_form_error_and_nothing_changes(
+    client_a: Client, a: History, value: str
+) -> None:
+    a.endpoint.max_in_flight = 4
+    a.endpoint.save()
+    change = reverse("admin:webhooks_endpoint_change", args=[a.endpoint.pk])
+
+    # when a tenant adds an endpoint, or edits one, with such a cap
+    added = client_a.post(reverse("admin:webhooks_endpoint_add"), _form(a.tenant.pk, max_in_flight=value))
+    changed = client_a.post(
+        change, _form(a.tenant.pk, url=a.endpoint.url, description="x", max_in_flight=value)
+    )
+
+    # then both pages answer with an error next to the cap, and nothing is saved
+    for response in (added, changed):
+        assert response.status_code == 200
+        errors = response.context["adminform"].form.errors
+        assert list(errors) == ["max_in_flight"], errors
+    assert not Endpoint.objects.filter(tenant=a.tenant).exclude(pk=a.endpoint.pk).exists()
+    a.endpoint.refresh_from_db()
+    assert (a.endpoint.max_in_flight, a.endpoint.description) == (4, "")
+
+
+def test_the_in_flight_limit_is_read_from_the_settings(client_a: Client, a: History, settings: Any) -> None:
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT = 50
+
+    refused = client_a.post(reverse("admin:webhooks_endpoint_add"), _form(a.tenant.pk, max_in_flight="51"))
+    assert refused.status_code == 200
+    assert "from 1 to 50" in " ".join(refused.context["adminform"].form.errors["max_in_flight"])
+    accepted = client_a.post(reverse("admin:webhooks_endpoint_add"), _form(a.tenant.pk, max_in_flight="50"))
+    assert accepted.status_code == 302, accepted.context["adminform"].form.errors
+    assert Endpoint.objects.get(url="https://hooks.example.com/in").max_in_flight == 50
+
+
 def test_reveal_and_rotate_secret(client_a: Client, a: History) -> None:
     old = endpoint_signing_secrets(endpoint=a.endpoint)[0]
     page = client_a.get(reverse("admin:webhooks_endpoint_secret", args=[a.endpoint.pk]))

@@ -363,6 +363,105 @@ def test_deleting_an_endpoint_removes_its_secrets_and_deliveries(api, world):
     assert_error(api.get(_detail(world.endpoint)), 404, "not_found")
 
 
+# --- max_in_flight ---------------------------------------------------------------------
+
+RECEIVER = "https://receiver.example.com/hook"
+# Not a cap from 1 to HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT (1,000) given as a JSON integer.
+BAD_CAPS = [0, -1, -1000, 1001, 10**30, 2.5, 2.0, True, False, "5", "", "ten", "٣", [2], {"n": 2}]
+
+
+def test_an_endpoint_created_with_a_cap_keeps_it(api, tenant):
+    response = api.post(BASE, {"url": RECEIVER, "max_in_flight": 2}, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["max_in_flight"] == 2
+    endpoint = Endpoint.objects.get(uid=response.json()["id"])
+    assert endpoint.max_in_flight == 2
+    assert selectors.endpoint_max_in_flight(endpoint=endpoint) == 2
+    assert api.get(_detail(endpoint)).json()["max_in_flight"] == 2
+
+
+def test_an_endpoint_created_without_a_cap_inherits_the_platform_default(api, tenant, settings):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 7
+
+    response = api.post(BASE, {"url": "https://receiver.example.com/hook"}, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["max_in_flight"] is None
+    endpoint = Endpoint.objects.get(uid=response.json()["id"])
+    assert endpoint.max_in_flight is None
+    assert selectors.endpoint_max_in_flight(endpoint=endpoint) == 7
+    assert api.get(_detail(endpoint)).json()["max_in_flight"] is None
+
+
+def test_the_cap_may_go_up_to_the_limit(api, tenant, settings):
+    response = api.post(BASE, {"url": RECEIVER, "max_in_flight": 1000}, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert Endpoint.objects.get().max_in_flight == 1000
+
+
+def test_a_patched_cap_is_kept_and_null_returns_to_the_default(api, tenant):
+    endpoint = EndpointFactory(tenant=tenant)
+
+    # when acme caps the endpoint at 3
+    response = api.patch(_detail(endpoint), {"max_in_flight": 3}, format="json")
+
+    # then it is stored and answered, and the other settings are untouched
+    assert response.status_code == 200, response.json()
+    assert response.json()["max_in_flight"] == 3
+    endpoint.refresh_from_db()
+    assert (endpoint.max_in_flight, endpoint.url) == (3, response.json()["url"])
+
+    # when a PATCH leaves it out, it stays
+    assert api.patch(_detail(endpoint), {"description": "x"}, format="json").json()["max_in_flight"] == 3
+
+    # when acme sends null, the endpoint inherits the platform default again
+    response = api.patch(_detail(endpoint), {"max_in_flight": None}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["max_in_flight"] is None
+    endpoint.refresh_from_db()
+    assert endpoint.max_in_flight is None
+
+
+@pytest.mark.parametrize("cap", BAD_CAPS, ids=repr)
+def test_a_bad_cap_is_422_on_create_and_nothing_is_stored(api, tenant, cap):
+    before = snapshot()
+
+    response = api.post(BASE, {"url": RECEIVER, "max_in_flight": cap}, format="json")
+
+    details = assert_error(response, 422, "validation_error")
+    assert list(details) == ["max_in_flight"], details
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("cap", BAD_CAPS, ids=repr)
+def test_a_bad_cap_is_422_on_patch_and_nothing_changes(api, tenant, cap):
+    endpoint = EndpointFactory(tenant=tenant, max_in_flight=4)
+    before = snapshot()
+
+    response = api.patch(_detail(endpoint), {"max_in_flight": cap, "description": "changed"}, format="json")
+
+    details = assert_error(response, 422, "validation_error")
+    assert list(details) == ["max_in_flight"], details
+    assert snapshot() == before
+
+
+def test_the_limit_is_a_setting_read_when_the_cap_is_checked(api, tenant, settings):
+    # given an operator who lowered the limit to 50
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT = 50
+    endpoint = EndpointFactory(tenant=tenant)
+    before = snapshot()
+
+    # then 51 is refused on create and on patch, naming the limit, and 50 is accepted
+    created = api.post(BASE, {"url": RECEIVER, "max_in_flight": 51}, format="json")
+    patched = api.patch(_detail(endpoint), {"max_in_flight": 51}, format="json")
+    for response in (created, patched):
+        assert "from 1 to 50" in " ".join(assert_error(response, 422, "validation_error")["max_in_flight"])
+    assert snapshot() == before
+    assert api.patch(_detail(endpoint), {"max_in_flight": 50}, format="json").json()["max_in_flight"] == 50
+
+
 # --- secrets ---------------------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Each path can be given a script of behaviours, consumed one request at a time
 (the last one repeats): answer a status (with headers and a body), hang for a
 while before answering, or redirect. Every request is recorded with its
-arrival time, so tests can assert on what a receiver really got.
+arrival time, so tests can assert on what a receiver really got, and each
+path counts the requests open at once (``peak_open``).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.release = threading.Event()  # set to end every pending hang early
+        self._open: dict[str, int] = {}
+        self._peak_open: dict[str, int] = {}
 
     # -- control -------------------------------------------------------------------
     def script(self, path: str, *replies: Reply) -> str:
@@ -52,6 +55,11 @@ class Receiver:
     def received(self, path: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
+
+    def peak_open(self, path: str) -> int:
+        """The most requests to ``path`` open at once so far (arrived, not yet answered)."""
+        with self._lock:
+            return self._peak_open.get(path, 0)
 
     def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> list[Received]:
         """Wait until ``count`` requests arrived (at ``path``); fail the test otherwise."""
@@ -82,9 +90,17 @@ class Receiver:
                 with receiver._lock:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     receiver.requests.append(Received(self.path, headers, body, time.time()))
-                reply = receiver._next_reply(self.path)
-                if reply.delay:
-                    receiver.release.wait(reply.delay)
+                    now_open = receiver._open[self.path] = receiver._open.get(self.path, 0) + 1
+                    receiver._peak_open[self.path] = max(receiver._peak_open.get(self.path, 0), now_open)
+                try:
+                    reply = receiver._next_reply(self.path)
+                    if reply.delay:
+                        receiver.release.wait(reply.delay)
+                finally:
+                    # Closed before the reply goes out: a sender can only start its next
+                    # request after reading this one's reply, so it is never counted twice.
+                    with receiver._lock:
+                        receiver._open[self.path] -= 1
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from deliveries import bulkhead
+from deliveries import admission, bulkhead, shared_state
 from deliveries.bulkhead import Hold, Refused
+from tests.factories import EndpointFactory
+from webhooks.models import Endpoint
 
 
 @pytest.fixture
@@ -120,3 +122,101 @@ def test_outside_a_worker_the_compartment_is_unlimited(endpoint):
     bulkhead.configure_worker(0)
     holds = [_take(f"ep_{n}_{endpoint}", slow=True) for n in range(20)]
     assert all(isinstance(h, Hold) for h in holds)
+
+
+# --- per-endpoint caps (Endpoint.max_in_flight) ----------------------------------------
+
+
+def _take_capped(endpoint: str, cap: int | None, *, lease: float = 30) -> Hold | Refused:
+    return bulkhead.acquire(
+        endpoint_uid=endpoint, slow=False, lease_seconds=lease, timeout_seconds=1, max_in_flight=cap
+    )
+
+
+def _pttl(key: str) -> int:
+    return int(shared_state.client().pttl(key))
+
+
+def test_an_endpoints_own_cap_replaces_the_setting_and_leaves_others_at_the_default(settings, endpoint):
+    # given a platform default of 4 and an endpoint capped at 2
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 4
+    other = f"ep_default_{uuid.uuid4().hex}"
+
+    # then the capped endpoint gets 2 places and its third attempt is refused
+    capped = [_take_capped(endpoint, 2) for _ in range(3)]
+    assert [isinstance(h, Hold) for h in capped] == [True, True, False]
+    assert isinstance(capped[2], Refused) and capped[2].compartment == "endpoint"
+    # while another endpoint still gets the default 4, and no more
+    default = [_take_capped(other, None) for _ in range(5)]
+    assert [isinstance(h, Hold) for h in default] == [True, True, True, True, False]
+    # and a cap above the default is honoured too
+    roomy = f"ep_roomy_{uuid.uuid4().hex}"
+    assert all(isinstance(_take_capped(roomy, 6), Hold) for _ in range(6))
+    assert isinstance(_take_capped(roomy, 6), Refused)
+
+
+def test_a_look_by_uid_follows_the_cap_the_holders_took_their_places_under(settings, endpoint):
+    # given a default of 10 and two places held under the endpoint's own cap of 2
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
+    first, second = _take_capped(endpoint, 2), _take_capped(endpoint, 2)
+    assert isinstance(first, Hold) and isinstance(second, Hold)
+
+    # then the looks that know only the uid see the endpoint full, not 2 of 10
+    assert bulkhead.is_full(endpoint_uid=endpoint) is True
+    assert bulkhead.wait_in_line(endpoint_uid=endpoint, entry="a", seconds=30) is False
+    # and a place freed is seen at once
+    first.release()
+    assert bulkhead.is_full(endpoint_uid=endpoint) is False
+    assert bulkhead.wait_in_line(endpoint_uid=endpoint, entry="b", seconds=30) is True
+
+    # and an endpoint whose cap is lowered is full under the new cap at its next acquire
+    lowered = f"ep_lowered_{uuid.uuid4().hex}"
+    assert all(isinstance(_take_capped(lowered, 10), Hold) for _ in range(3))
+    assert bulkhead.is_full(endpoint_uid=lowered) is False
+    assert isinstance(_take_capped(lowered, 2), Refused)
+    assert bulkhead.is_full(endpoint_uid=lowered) is True
+
+
+def test_without_a_stored_cap_the_looks_use_the_setting(settings, endpoint):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 2
+    assert all(isinstance(_take_capped(endpoint, None), Hold) for _ in range(2))
+    shared_state.client().delete(shared_state.key("inflight", endpoint, "cap"))  # lapsed or flushed
+
+    assert bulkhead.is_full(endpoint_uid=endpoint) is True
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 3
+    assert bulkhead.is_full(endpoint_uid=endpoint) is False
+
+
+def test_the_stored_cap_lives_as_long_as_the_holders_and_never_cuts_a_longer_lease(endpoint):
+    holders, cap = shared_state.key("inflight", endpoint), shared_state.key("inflight", endpoint, "cap")
+    # given a place held for 30 s
+    assert isinstance(_take_capped(endpoint, 5, lease=30), Hold)
+    assert 30_000 < _pttl(holders) <= 31_000 and 30_000 < _pttl(cap) <= 31_000
+
+    # when another attempt takes a place with a short lease
+    assert isinstance(_take_capped(endpoint, 5, lease=0.2), Hold)
+
+    # then neither key expires before the first holder's lease ends
+    assert _pttl(holders) > 29_000 and _pttl(cap) > 29_000
+
+
+@pytest.mark.django_db
+def test_admission_gives_the_bulkhead_the_endpoints_cap(settings):
+    # given a default of 10, an endpoint capped at 2 and one left at the default
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
+    capped, default = EndpointFactory(max_in_flight=2), EndpointFactory()
+
+    def admit(endpoint: Endpoint) -> admission.Ticket:
+        return admission.admit(endpoint=endpoint, delivery_uid=f"dlv_{uuid.uuid4().hex}", lease_seconds=30)
+
+    # then the capped endpoint admits 2 and refuses the third, which may wait in its line
+    tickets = [admit(capped) for _ in range(3)]
+    assert [t.admitted for t in tickets] == [True, True, False]
+    assert tickets[2].reason == admission.BULKHEAD and tickets[2].waits_for_place
+    assert bulkhead.is_full(endpoint_uid=capped.uid) is True
+    # and the other endpoint is not held to 2
+    assert all(admit(default).admitted for _ in range(3))
+    assert bulkhead.is_full(endpoint_uid=default.uid) is False
+    # and a place handed back admits the next one
+    tickets[0].release()
+    assert admit(capped).admitted
