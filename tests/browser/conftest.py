@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,22 +90,22 @@ def watch() -> Watch:
     return Watch()
 
 
-@pytest.fixture
-def page(browser: Browser, live_server: Any, watch: Watch, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+def call_failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the test itself (not its setup) failed; for fixtures, at teardown."""
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and bool(report.failed)
+
+
+@contextmanager
+def browser_tab(browser: Browser, base_url: str, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a context of its own on ``base_url``, with 15 s timeouts; when the test
+    failed, a screenshot of it in ``test-artifacts/``."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
     expect.set_options(timeout=15_000)  # expect() keeps its own 5 s default otherwise
     tab = context.new_page()
-
-    def on_dialog(dialog: Dialog) -> None:
-        watch.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    tab.on("dialog", on_dialog)
-    tab.on("request", lambda r: watch.requests.append(r.url))
     yield tab
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    if call_failed(request):
         ARTIFACTS.mkdir(exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
         try:
@@ -112,6 +113,18 @@ def page(browser: Browser, live_server: Any, watch: Watch, request: pytest.Fixtu
         except Exception:  # a crashed page must not hide the test's own failure
             pass
     context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: Any, watch: Watch, request: pytest.FixtureRequest) -> Iterator[Page]:
+    def on_dialog(dialog: Dialog) -> None:
+        watch.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    with browser_tab(browser, live_server.url, request) as tab:
+        tab.on("dialog", on_dialog)
+        tab.on("request", lambda r: watch.requests.append(r.url))
+        yield tab
 
 
 def screenshot(page: Page, name: str) -> Path:

@@ -16,11 +16,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +30,9 @@ from django.core.management import call_command
 from playwright.sync_api import Browser, Page, Response, Route, expect
 
 from deliveries.models import Delivery
-from tests.browser.conftest import ARTIFACTS, PASSWORD
+from tests.browser.conftest import PASSWORD, browser_tab, call_failed
 from tests.e2e.conftest import ROOT, _database_url
-from tests.e2e.helpers import wait_until
+from tests.e2e.processes import WebServer, gunicorn
 from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory
 from webhooks.models import EventType, Tenant
 
@@ -45,12 +42,6 @@ BASE_CSS = re.compile(r"/static/admin/css/base\.[0-9a-f]{12}\.css$")
 SHEETS_JS = """() => [...document.styleSheets].filter(s => s.href).map(s => {
     try { return [s.href, s.cssRules.length]; } catch (e) { return [s.href, -1]; }
 })"""
-
-
-@dataclass
-class Server:
-    url: str
-    log: Path
 
 
 @dataclass
@@ -76,22 +67,9 @@ class Traffic:
             self.static[response.url] = response.status
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _production_env(settings: Any, static_root: Path, port: int) -> dict[str, str]:
-    """What an operator sets, and nothing else: no DEBUG, none of the suite's variables."""
+def _production_env(settings: Any, static_root: Path) -> dict[str, str]:
+    """What an operator sets, and nothing else: no DEBUG, none of the suite's variables
+    (the bind address and worker count are ``gunicorn()``'s)."""
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "LANG": "C.UTF-8",
@@ -105,16 +83,13 @@ def _production_env(settings: Any, static_root: Path, port: int) -> dict[str, st
         or Fernet.generate_key().decode(),
         "STATIC_ROOT": str(static_root),
         "SECURE_SSL_REDIRECT": "false",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
         "LOG_LEVEL": "WARNING",
     }
 
 
 @pytest.fixture
-def production_server(settings: Any, tmp_path: Path) -> Iterator[Server]:
-    port = _free_port()
-    env = _production_env(settings, tmp_path / "static", port)
+def production_server(settings: Any, tmp_path: Path) -> Iterator[WebServer]:
+    env = _production_env(settings, tmp_path / "static")
     collected = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--no-input", "--verbosity", "0"],
         cwd=ROOT,
@@ -124,52 +99,16 @@ def production_server(settings: Any, tmp_path: Path) -> Iterator[Server]:
         timeout=300,
     )
     assert collected.returncode == 0, collected.stderr[-3000:]
-    log = tmp_path / "gunicorn.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the workers go with it
-        )
-    server = Server(url=f"http://127.0.0.1:{port}", log=log)
-    try:
-        wait_until(
-            lambda: proc.poll() is None and _answers(server.url),
-            timeout=30,
-            what=f"gunicorn on {port}; log: {log}",
-        )
+    with gunicorn(env, tmp_path / "gunicorn.log") as server:
         yield server
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture
-def page(browser: Browser, production_server: Server, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context(base_url=production_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    expect.set_options(timeout=15_000)
-    tab = context.new_page()
-    yield tab
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        ARTIFACTS.mkdir(exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
-        try:
-            tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-        except Exception:  # a crashed page must not hide the test's own failure
-            pass
+def page(browser: Browser, production_server: WebServer, request: pytest.FixtureRequest) -> Iterator[Page]:
+    with browser_tab(browser, production_server.url, request) as tab:
+        yield tab
+    if call_failed(request):
         print(production_server.log.read_text()[-3000:])
-    context.close()
 
 
 def _world(settings: Any) -> tuple[Tenant, list[Delivery], Delivery]:

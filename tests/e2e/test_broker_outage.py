@@ -13,8 +13,11 @@ import importlib.util
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
 from config.celery import FIRST_QUEUE, MAINTENANCE_QUEUE, RETRY_QUEUE, app
 from deliveries import shared_state
@@ -30,6 +33,7 @@ from tests.e2e.helpers import (
 )
 from tests.e2e.private_redis import PrivateRedis
 from tests.e2e.receiver import Receiver, Reply
+from webhooks.models import EventType, Tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -48,18 +52,33 @@ def _release_hanging_handlers(receiver: Receiver) -> Iterator[None]:
     receiver.release.set()
 
 
-def _publish_batch(api, tenant, event_type, start: int, count: int) -> list[str]:  # type: ignore[no-untyped-def]
-    response = api.post(
-        f"/api/v1/tenants/{tenant.uid}/messages/batch/",
-        {
-            "messages": [
-                {"event_type": event_type.name, "payload": {"n": n}} for n in range(start, start + count)
-            ]
-        },
-        format="json",
-    )
-    assert response.status_code == 202, response.json()
-    return [item["id"] for item in response.json()["data"]]
+@dataclass(frozen=True)
+class Publisher:
+    """A tenant on the API: registers endpoints on a receiver, publishes batches of one event type."""
+
+    api: APIClient
+    tenant: Tenant
+    event_type: EventType
+
+    def register(self, receiver: Receiver, path: str, **fields: Any) -> Registered:
+        return register_endpoint(self.api, self.tenant, receiver, path, **fields)
+
+    def publish_batch(self, start: int, count: int) -> list[str]:
+        """Messages ``{"n": start}`` to ``{"n": start + count - 1}`` in one request; their ids."""
+        payloads = [
+            {"event_type": self.event_type.name, "payload": {"n": n}} for n in range(start, start + count)
+        ]
+        response = self.api.post(
+            f"/api/v1/tenants/{self.tenant.uid}/messages/batch/", {"messages": payloads}, format="json"
+        )
+        assert response.status_code == 202, response.json()
+        return [item["id"] for item in response.json()["data"]]
+
+
+@pytest.fixture
+def publisher(e2e_settings: Any, api: APIClient, tenant: Tenant, event_type: EventType) -> Publisher:
+    """``e2e_settings``: this process accepts the receiver's address, as the workers do."""
+    return Publisher(api=api, tenant=tenant, event_type=event_type)
 
 
 def _assert_alive(workers: list[Worker]) -> None:
@@ -112,16 +131,12 @@ def test_workers_survive_a_broker_outage_under_load_and_deliver_everything(
     private_redis: PrivateRedis,
     make_worker,
     receiver: Receiver,
-    e2e_settings,
-    make_client,
-    tenant,
-    event_type,
+    publisher: Publisher,
 ):
     # Given a worker per lane, both consuming maintenance, and receivers that take 30 ms a request
-    api = make_client(tenant).client
     for path in ("/a", "/b"):
         receiver.script(path, Reply(200, delay=RECEIVER_LATENCY))
-    endpoints = [register_endpoint(api, tenant, receiver, path) for path in ("/a", "/b")]
+    endpoints = [publisher.register(receiver, path) for path in ("/a", "/b")]
     workers = [
         make_worker(pool=pool, queues=FIRST_LANE, concurrency=4, beat=False),
         make_worker(pool=pool, queues=RETRY_LANE, concurrency=2, beat=True),
@@ -129,9 +144,7 @@ def test_workers_survive_a_broker_outage_under_load_and_deliver_everything(
     expected = MESSAGES * len(endpoints)
 
     # When messages are published and Redis shuts down while deliveries are in flight
-    messages = [
-        m for start in range(0, MESSAGES, 50) for m in _publish_batch(api, tenant, event_type, start, 50)
-    ]
+    messages = [m for start in range(0, MESSAGES, 50) for m in publisher.publish_batch(start, 50)]
     receiver.wait_for(expected // 10, timeout=30)
     in_flight = len(receiver.received())
     assert in_flight < expected, "the load must still be running when Redis goes away"
@@ -155,19 +168,15 @@ def test_the_scheduler_tick_runs_on_the_worker_that_is_left(
     private_redis: PrivateRedis,
     make_worker,
     receiver: Receiver,
-    e2e_settings,
-    make_client,
-    tenant,
-    event_type,
+    publisher: Publisher,
 ):
     # Given a worker per lane, both consuming maintenance, the scheduler in the retry lane's,
     # and an endpoint whose receiver fails once (its retry is due 1 s later)
-    api = make_client(tenant).client
     receiver.script("/flaky", Reply(500), Reply(200))
-    endpoint = register_endpoint(api, tenant, receiver, "/flaky", retry_schedule=[1])
+    endpoint = publisher.register(receiver, "/flaky", retry_schedule=[1])
     first_lane = make_worker(queues=FIRST_LANE, concurrency=2, beat=False)
     make_worker(queues=RETRY_LANE, concurrency=2, beat=True)
-    (message,) = _publish_batch(api, tenant, event_type, 0, 1)
+    (message,) = publisher.publish_batch(0, 1)
     wait_for_status(message, endpoint.uid, Delivery.Status.FAILED)
 
     # When the first lane's worker dies (SIGKILL: it cannot hand anything back)
@@ -199,14 +208,10 @@ def test_a_publish_during_a_redis_outage_is_accepted_at_once_and_delivered_when_
     private_redis: PrivateRedis,
     make_worker,
     receiver: Receiver,
-    e2e_settings,
-    make_client,
-    tenant,
-    event_type,
+    publisher: Publisher,
 ):
     # Given a worker, and an endpoint with a healthy receiver
-    api = make_client(tenant).client
-    endpoint = register_endpoint(api, tenant, receiver, "/ok")
+    endpoint = publisher.register(receiver, "/ok")
     workers = [
         make_worker(queues=FIRST_LANE, concurrency=2, beat=True),
         make_worker(queues=RETRY_LANE, concurrency=2, beat=False),
@@ -219,7 +224,7 @@ def test_a_publish_during_a_redis_outage_is_accepted_at_once_and_delivered_when_
         private_redis.freeze()
     try:
         started = time.monotonic()
-        (message,) = _publish_batch(api, tenant, event_type, 0, 1)
+        (message,) = publisher.publish_batch(0, 1)
         took = time.monotonic() - started
         # Then the publish was accepted: durable in PostgreSQL, its hand-off given up quickly
         # (the configured timeouts are well under 1 s; this bound only catches a hang)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,9 +15,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from tests.e2e.conftest import ROOT
+from tests.e2e import processes
 from tests.e2e.helpers import wait_until
-from tests.e2e.private_redis import free_port
 from tests.e2e.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -37,31 +34,14 @@ def database_proxy(django_db_setup) -> Iterator[TcpProxy]:  # type: ignore[no-un
 def gunicorn(database_proxy: TcpProxy, tmp_path: Path, settings) -> Iterator[int]:  # type: ignore[no-untyped-def]
     """gunicorn with ``config/gunicorn.py``, its database reached through ``database_proxy``."""
     db = django_settings.DATABASES["default"]
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": f"postgres://{db['USER']}@127.0.0.1:{database_proxy.port}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
     }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_until(lambda: _get(port, "/healthz")[0] == 200, 30, f"gunicorn on {port}; log: {log}")
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    with processes.gunicorn(env, tmp_path / "gunicorn.log") as server:
+        yield server.port
 
 
 def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

@@ -15,15 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.private_redis import free_port
+from tests.e2e.processes import process_group, stop_group
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _copy_checkout(target: Path) -> None:
@@ -49,9 +46,9 @@ def test_make_run_delivers_the_demo_event_without_external_services(tmp_path: Pa
     checkout.mkdir()
     _copy_checkout(checkout)
     ports = {
-        "HOOKPOST_PORT": _free_port(),
-        "RECEIVER_PORT": _free_port(),
-        "EMBEDDED_REDIS_PORT": _free_port(),
+        "HOOKPOST_PORT": free_port(),
+        "RECEIVER_PORT": free_port(),
+        "EMBEDDED_REDIS_PORT": free_port(),
     }
     env = {
         k: v
@@ -59,17 +56,10 @@ def test_make_run_delivers_the_demo_event_without_external_services(tmp_path: Pa
         if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "HOOKPOST_ENCRYPTION_KEY")
     }
     log = tmp_path / "make-run.log"
+    make_run = ["make", "run", *(f"{k}={v}" for k, v in ports.items())]
 
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            ["make", "run", *(f"{k}={v}" for k, v in ports.items())],
-            cwd=checkout,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    # Ctrl-C in a terminal sends SIGINT to the whole process group; so does the exit of this block
+    with process_group(make_run, cwd=checkout, env=env, log=log, stop_signal=signal.SIGINT, grace=30) as proc:
         deadline = time.monotonic() + 150
         while b"the demo receiver verified its signature" not in log.read_bytes():
             assert proc.poll() is None, f"make run exited early:\n{log.read_text()[-4000:]}"
@@ -85,15 +75,12 @@ def test_make_run_delivers_the_demo_event_without_external_services(tmp_path: Pa
         with sqlite3.connect(checkout / "db.sqlite3") as db:
             stored = [row[0] for row in db.execute("SELECT secret FROM webhooks_endpointsecret")]
         assert stored and all(value.startswith("fernet:") for value in stored)
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    # Ctrl-C stopped everything, the embedded Redis included.
-    deadline = time.monotonic() + 15  # make does not wait for the Redis it stops
-    while any(_port_open(port) for port in ports.values()):
-        assert time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.2)
+
+        # Ctrl-C stops make, and everything it started, the embedded Redis included.
+        assert stop_group(proc, signal.SIGINT, timeout=30), (
+            f"make run outlived Ctrl-C:\n{log.read_text()[-2000:]}"
+        )
+        deadline = time.monotonic() + 15  # make does not wait for the Redis it stops
+        while any(_port_open(port) for port in ports.values()):
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)

@@ -9,17 +9,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deliveries.models import Delivery, Message
-from tests.e2e.conftest import ROOT, _database_url
-from tests.e2e.helpers import register_endpoint, wait_until
+from tests.e2e import processes
+from tests.e2e.conftest import _database_url
+from tests.e2e.helpers import register_endpoint
 from tests.e2e.receiver import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -27,49 +26,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 GRACE_SECONDS = 15
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def gunicorn(tmp_path: Path, settings) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:  # type: ignore[no-untyped-def]
-    port = _free_port()
-    log = tmp_path / "gunicorn.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": _database_url(),
         "REDIS_URL": settings.REDIS_URL,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
         "GUNICORN_GRACEFUL_TIMEOUT": str(GRACE_SECONDS),
         "HOOKPOST_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
     }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until(lambda: _answers(port), timeout=30, what=f"gunicorn on {port}; log: {log}")
-        yield proc, port, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+    with processes.gunicorn(env, tmp_path / "gunicorn.log") as server:
+        yield server.proc, server.port, server.log
 
 
 def _read_response(conn: socket.socket) -> tuple[int, dict[str, object]]:
