@@ -73,14 +73,17 @@ clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache
 
 ## Benchmarks (docs/BENCHMARKS.md): its own database hookpost_bench and Redis DB 12.
-## bench-deps installs nginx (the cheap receiver) from Debian, non-interactively;
-## the django-webhook baseline's virtualenv is made by the benchmark in var/bench/.
+## bench-deps installs nginx (the cheap receiver) and its echo module (receivers that
+## wait D ms: echo_sleep) from Debian, non-interactively; the django-webhook baseline's
+## virtualenv is made by the benchmark in var/bench/.
 BENCH_ARGS ?=
+NGINX_ECHO_MODULE ?= /usr/lib/nginx/modules/ngx_http_echo_module.so
 bench-deps:
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	@{ command -v nginx >/dev/null || test -x /usr/sbin/nginx; } && test -f $(NGINX_ECHO_MODULE) || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nginx-light; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    nginx-light libnginx-mod-http-echo; }
 
 bench: install services bench-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -2,8 +2,9 @@
 
 Order (each step on a clean broker, only the processes it needs running):
 floor -> naive -> django-webhook -> Hookpost ingest (API) -> Hookpost
-end-to-end 1:1, fan-out 1->100, latency at half load -> isolation, in pairs
-of a run without and a run with failing endpoints. Then docs/BENCHMARKS.md,
+end-to-end 1:1, fan-out 1->100, latency at half load -> receivers that wait
+50 and 200 ms (Hookpost beside a reference aiohttp sender) -> isolation, in pairs
+of a run without and a run with failing endpoints -> the backlog's memory. Then docs/BENCHMARKS.md,
 docs/benchmarks.json and docs/benchmarks.png (or ``--out DIR``). Exit status
 1 when the ledger found a loss (the run is FAILED) or a measurement could not
 run.
@@ -17,12 +18,13 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, ledger, report
+from bench import baselines, latency, ledger, report
 from bench import profile as bench_profile
 from bench.cpu import CpuMeter
 from bench.env import ROOT, BenchEnv, Process, make_env, reset_database
@@ -54,6 +56,11 @@ class Sizes:
     backlog_endpoints: int
     backlog_warmup_seconds: float
     backlog_seconds: float
+    # The latency-D steps' runs, in seconds of work at their bound: 200 requests in
+    # flight ÷ D for the 100 endpoints (the reference sender's), the endpoint's cap ÷ D
+    # for the backlogged one (bench/latency.py). An engine short of the bound takes longer.
+    wait_spread_seconds: float
+    wait_backlog_seconds: float
 
 
 MODES = {
@@ -84,6 +91,8 @@ MODES = {
         backlog_endpoints=1000,
         backlog_warmup_seconds=20,
         backlog_seconds=120,
+        wait_spread_seconds=1.5,
+        wait_backlog_seconds=15,
     ),
     "quick": Sizes(
         warmup=1,
@@ -106,6 +115,8 @@ MODES = {
         backlog_endpoints=100,
         backlog_warmup_seconds=6,
         backlog_seconds=15,
+        wait_spread_seconds=0.5,
+        wait_backlog_seconds=3,
     ),
     "smoke": Sizes(
         warmup=1,
@@ -128,12 +139,24 @@ MODES = {
         backlog_endpoints=10,
         backlog_warmup_seconds=2,
         backlog_seconds=6,
+        wait_spread_seconds=0.05,
+        wait_backlog_seconds=0.5,
     ),
 }
 
 
 # The steps in the order they run (``--only`` picks some).
-STEPS = ("floor", "naive", "django-webhook", "ingest", "delivery", "isolation", "backlog")
+STEPS = (
+    "floor",
+    "naive",
+    "django-webhook",
+    "ingest",
+    "delivery",
+    "latency-50",
+    "latency-200",
+    "isolation",
+    "backlog",
+)
 
 
 def _steps(value: str) -> frozenset[str]:
@@ -340,6 +363,31 @@ def _run_all(
         finally:
             stack.stop()
 
+    def waiting(delay_ms: int) -> Callable[[], None]:
+        """The latency-D step: Hookpost and the reference sender on a receiver that waits."""
+
+        def step() -> None:
+            hookpost.clear_history()
+            stack = hookpost.Stack(env, f"latency{delay_ms}")
+            try:
+                results[f"latency_{delay_ms}"] = latency.measure(
+                    nginx,
+                    stack,
+                    delay_ms,
+                    spread_seconds=sizes.wait_spread_seconds,
+                    backlog_seconds=sizes.wait_backlog_seconds,
+                    warmup=sizes.warmup,
+                    repeats=sizes.repeats,
+                    ledgers=ledgers,
+                    run_id=run_id,
+                    wait=300.0,
+                )
+            finally:
+                stack.stop()
+                hookpost.clear_history()  # what a slow run left pending must not reach later steps
+
+        return step
+
     def isolation() -> None:
         """Healthy throughput and latency without, then with, a broken tenant, in pairs.
 
@@ -464,6 +512,8 @@ def _run_all(
         "django-webhook": djw,
         "ingest": ingest,
         "delivery": delivery,
+        "latency-50": waiting(50),
+        "latency-200": waiting(200),
         "isolation": isolation,
         "backlog": backlog_memory,
     }

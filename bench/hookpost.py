@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,23 +124,66 @@ class Web:
 
 @dataclass
 class Tenant:
-    """A benchmark tenant, its endpoints' receiver paths, and an API key."""
+    """A benchmark tenant, its endpoints' receiver paths, and an API key.
+
+    With ``event_types``, endpoint i subscribes to ``event_types[i]`` only, and messages
+    go to the endpoints in turn, ``run_length`` consecutive messages to each: each message
+    goes to one endpoint, spread over all of them (1:1 over n endpoints). Without, every
+    endpoint gets every message (fan-out).
+    """
 
     model: Any
     paths: list[str]
     api_key: str = ""
+    event_types: list[str] = field(default_factory=list)
+    run_length: int = 1
+
+    def _endpoint_of(self, index: int) -> int:
+        return index // self.run_length % len(self.paths)
+
+    def event_type(self, index: int) -> str:
+        return self.event_types[self._endpoint_of(index)] if self.event_types else EVENT_TYPE
+
+    def messages_for(self, deliveries: int) -> int:
+        """How many messages make ``deliveries`` deliveries."""
+        return max(1, deliveries if self.event_types else deliveries // len(self.paths))
+
+    def expected(self, accepted: list[tuple[str, float]]) -> list[tuple[str, str]]:
+        """The (webhook-id, receiver path) pairs the messages ``accepted``, in publishing order, owe."""
+        if self.event_types:
+            return [(uid, self.paths[self._endpoint_of(j)]) for j, (uid, _) in enumerate(accepted)]
+        return [(uid, path) for uid, _ in accepted for path in self.paths]
 
 
-def make_tenant(uid: str, urls: list[str], timeout_seconds: int | None = None) -> Tenant:
+def make_tenant(
+    uid: str,
+    urls: list[str],
+    timeout_seconds: int | None = None,
+    *,
+    one_type_each: bool = False,
+    run_length: int = 1,
+) -> Tenant:
+    """A tenant with an endpoint per URL; ``one_type_each`` gives endpoint i an event type
+    of its own, and messages go to them ``run_length`` at a time (``Tenant``)."""
     from urllib.parse import urlsplit
 
     from webhooks import services
+    from webhooks.models import EventType
 
     tenant = services.tenant_create(uid=uid, name=uid)
-    for url in urls:
-        services.endpoint_create(tenant=tenant, url=url, timeout_seconds=timeout_seconds)
+    types = [f"{EVENT_TYPE}.{i}" for i in range(len(urls))] if one_type_each else []
+    for index, url in enumerate(urls):
+        subscribed = None
+        if types:
+            if not EventType.objects.filter(name=types[index]).exists():
+                services.event_type_create(name=types[index])
+            subscribed = [types[index]]
+        services.endpoint_create(
+            tenant=tenant, url=url, timeout_seconds=timeout_seconds, event_types=subscribed
+        )
     _, raw = services.api_key_create(tenant=tenant, name="bench")
-    return Tenant(model=tenant, paths=[urlsplit(u).path for u in urls], api_key=raw)
+    paths = [urlsplit(u).path for u in urls]
+    return Tenant(model=tenant, paths=paths, api_key=raw, event_types=types, run_length=run_length)
 
 
 def publish(tenant: Tenant, count: int, *, tag: str) -> list[tuple[str, float]]:
@@ -150,7 +193,7 @@ def publish(tenant: Tenant, count: int, *, tag: str) -> list[tuple[str, float]]:
     accepted: list[tuple[str, float]] = []
     for start in range(0, count, BATCH):
         batch = [
-            NewMessage(event_type=EVENT_TYPE, payload={**PAYLOAD, "i": i, "tag": tag})
+            NewMessage(event_type=tenant.event_type(i), payload={**PAYLOAD, "i": i, "tag": tag})
             for i in range(start, min(start + BATCH, count))
         ]
         results = message_publish_batch(tenant=tenant.model, batch=batch)
@@ -179,10 +222,6 @@ def publish_paced(tenant: Tenant, rate: float, seconds: float, *, tag: str) -> l
         accepted.append((published.message.uid, time.time()))
         index += 1
     return accepted
-
-
-def _expected(accepted: list[tuple[str, float]], paths: list[str]) -> list[tuple[str, str]]:
-    return [(uid, path) for uid, _ in accepted for path in paths]
 
 
 def _latencies_ms(accepted: list[tuple[str, float]], paths: list[str], got: list[Arrival]) -> list[float]:
@@ -220,7 +259,7 @@ def _observe(
     since = nginx.mark()
     start = time.time()
     accepted = publish_with(f"{name}-{run_id[0]}")
-    expected = _expected(accepted, tenant.paths)
+    expected = tenant.expected(accepted)
     got = wait_for_arrivals(nginx, since, len(expected), timeout=wait)
     result = ledgers.add(ledger.check(name, expected, got))
     wanted = set(expected)
@@ -236,9 +275,11 @@ def throughput_run(
     name: str,
     run_id: list[int],
     wait: float,
+    extra: Callable[[Observed], dict[str, float]] | None = None,
 ) -> Callable[[], dict[str, float]]:
-    """Publish as fast as we can; deliveries/s = pairs / (last arrival - start of publishing)."""
-    messages = max(1, deliveries // len(tenant.paths))
+    """Publish as fast as we can; deliveries/s = pairs / (last arrival - start of publishing).
+    ``extra`` adds figures of its own from what the run observed."""
+    messages = tenant.messages_for(deliveries)
 
     def run() -> dict[str, float]:
         seen = _observe(
@@ -248,6 +289,7 @@ def throughput_run(
             "deliveries_per_s": seen.deliveries_per_s,
             "lost": seen.result.lost,
             "duplicates": seen.result.duplicates,
+            **(extra(seen) if extra else {}),
         }
 
     return run

@@ -11,7 +11,14 @@ Paths:
 - ``/fail/<anything>``  500, logged (a failing receiver that answers);
 - ``/djw/<anything>``   204 via an internal proxy hop, logged with the request
   body: django-webhook sends no per-event id header, so its ledger key (the
-  object's name) is read from the body; the proxy hop makes nginx read the body.
+  object's name) is read from the body; the proxy hop makes nginx read the body;
+- ``/wait/<D>/<anything>``  204 after D ms (``WAIT_DELAYS_MS``), logged: a receiver
+  that takes as long as real ones do, from Debian's echo module (``echo_sleep``, a
+  timer in nginx's event loop: no thread, no process, keep-alive kept).
+
+Each line also holds ``$request_time`` (first byte read -> response sent) and the
+connection's serial number, so a run can tell how many requests the receiver held
+open at once (``max_open``) and over how many connections they came.
 
 Failing receivers besides ``/fail/``: a refused port (nothing listens) and a
 hanging server (accepts, reads, never answers: ``python -m bench.receivers hang PORT``).
@@ -25,12 +32,16 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.env import Process, free_port, wait_port, which
 
-LOG_FORMAT = r"$msec\t$http_webhook_id\t$uri\t$status\t$request_body"
+LOG_FORMAT = r"$msec\t$http_webhook_id\t$uri\t$status\t$request_time\t$connection\t$request_body"
+# The receivers that wait: D ms before answering 204, at /wait/<D>/.
+WAIT_DELAYS_MS = (50, 200)
+ECHO_MODULE = "ngx_http_echo_module.so"
 # django-webhook's body holds the Group's name, which the driver sets to the ledger key.
 DJW_KEY = re.compile(r"djw-[0-9]+-[0-9]+")
 
@@ -43,6 +54,8 @@ class Arrival:
     webhook_id: str
     path: str
     status: int
+    seconds: float = 0.0  # nginx's $request_time: first byte read -> response sent
+    connection: int = 0  # nginx's serial number of the connection it came on
 
 
 def nginx_binary() -> str:
@@ -52,13 +65,28 @@ def nginx_binary() -> str:
     return found
 
 
+def echo_module() -> Path | None:
+    """Debian's echo module (``libnginx-mod-http-echo``) in nginx's modules directory, if there."""
+    binary = which("nginx")
+    if binary is None:
+        return None
+    result = subprocess.run([binary, "-V"], capture_output=True, text=True, check=False)
+    found = re.search(r"--modules-path=(\S+)", result.stderr + result.stdout)
+    path = Path(found.group(1) if found else "/usr/lib/nginx/modules") / ECHO_MODULE
+    return path if path.exists() else None
+
+
 def nginx_version() -> str:
     result = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=False)
     return (result.stderr or result.stdout).strip().removeprefix("nginx version: ")
 
 
 class Nginx:
-    """One nginx master + one worker on a free port, config and logs in ``workdir``."""
+    """One nginx master + one worker on a free port, config and logs in ``workdir``.
+
+    The waiting receivers exist only where the echo module is installed
+    (``waits``); ``wait_url`` says how to get it when it is not.
+    """
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = workdir
@@ -66,15 +94,37 @@ class Nginx:
         self.access_log = workdir / "access.log"
         self._offset = 0
         self.process: Process | None = None
+        self.echo = echo_module()
+
+    @property
+    def waits(self) -> bool:
+        return self.echo is not None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_url(self, delay_ms: int, path: str) -> str:
+        """The URL of a receiver that answers 204 after ``delay_ms`` (one of ``WAIT_DELAYS_MS``)."""
+        if not self.waits:
+            raise RuntimeError(
+                "nginx's echo module is missing: run `make bench-deps` "
+                "(apt-get install libnginx-mod-http-echo)"
+            )
+        if delay_ms not in WAIT_DELAYS_MS:
+            raise ValueError(f"no receiver waits {delay_ms} ms; there are {WAIT_DELAYS_MS}")
+        return self.url(f"/wait/{delay_ms}{path}")
 
     def config(self) -> str:
         # `user` only means something when the master runs as root; as root the
         # worker must still be able to write the log in our work directory.
         user = "user root;\n" if os.geteuid() == 0 else ""
-        return f"""{user}worker_processes 1;
+        load = f"load_module {self.echo};\n" if self.echo else ""
+        # echo_sleep arms a timer: the request waits in the event loop, costing no worker.
+        waits = "".join(
+            f"        location /wait/{d}/ {{ echo_sleep {d / 1000:g}; echo_status 204; }}\n"
+            for d in (WAIT_DELAYS_MS if self.echo else ())
+        )
+        return f"""{load}{user}worker_processes 1;
 daemon off;
 pid {self.workdir}/nginx.pid;
 error_log {self.workdir}/error.log warn;
@@ -97,7 +147,7 @@ http {{
         location /fail/ {{ return 500; }}
         location /djw/ {{ proxy_pass http://127.0.0.1:{self.port}/sink/; }}
         location /sink/ {{ access_log off; return 204; }}
-    }}
+{waits}    }}
 }}
 """
 
@@ -140,14 +190,23 @@ http {{
     def _parse(data: bytes) -> list[Arrival]:
         found: list[Arrival] = []
         for line in data.decode(errors="replace").splitlines():
-            parts = line.split("\t", 4)
-            if len(parts) < 4:
+            parts = line.split("\t", 6)
+            if len(parts) < 6:
                 continue
-            msec, wid, path, status = parts[:4]
-            if path.startswith("/djw/") and len(parts) == 5:
-                match = DJW_KEY.search(parts[4])
+            msec, wid, path, status, seconds, connection = parts[:6]
+            if path.startswith("/djw/") and len(parts) == 7:
+                match = DJW_KEY.search(parts[6])
                 wid = match.group(0) if match else ""
-            found.append(Arrival(at=float(msec), webhook_id=wid, path=path, status=int(status)))
+            found.append(
+                Arrival(
+                    at=float(msec),
+                    webhook_id=wid,
+                    path=path,
+                    status=int(status),
+                    seconds=float(seconds),
+                    connection=int(connection),
+                )
+            )
         return found
 
 
@@ -186,6 +245,20 @@ async def _hang_forever(port: int) -> None:
     server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
+
+
+def max_open(arrivals: Iterable[Arrival]) -> int:
+    """The most requests the receiver held at one moment: each arrival was open from
+    ``at - seconds`` to ``at`` (ms resolution); one that ended as another began on the same
+    millisecond counts once (a keep-alive connection's next request)."""
+    edges = sorted(
+        edge for a in arrivals for edge in ((round((a.at - a.seconds) * 1000), 1), (round(a.at * 1000), -1))
+    )  # at equal times -1 sorts before +1
+    most = open_now = 0
+    for _, step in edges:
+        open_now += step
+        most = max(most, open_now)
+    return most
 
 
 def wait_for_arrivals(

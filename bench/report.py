@@ -2,7 +2,7 @@
 
 Figures are absolute (per second, ms) and, because absolute figures depend on
 the machine, also ratios of measurements taken in the same run, compared with
-the targets of issue 7.
+the targets of issue 7 and, for receivers that wait, of issue 18.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import WORKER_CONCURRENCY, WORKER_PROCESSES, BenchEnv
+from bench.latency import CONCURRENCY, ENDPOINTS
+from bench.receivers import WAIT_DELAYS_MS
 
 # (ratio key, description, comparison, target)
 TARGETS: list[tuple[str, str, str, float]] = [
@@ -29,6 +31,27 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("isolation_throughput_ratio", "isolation: healthy throughput with ÷ without", ">=", 0.95),
     ("latency_p99_ms", "latency p99 at half load (ms)", "<=", 50.0),
     ("backlog_rss_growth_pct", "worker memory growth across the pending backlog (%)", "<=", 5.0),
+]
+# Receivers that wait D ms (the latency-D steps), issue 18's targets.
+LATENCY_TARGETS: list[tuple[str, str, str, float]] = [
+    (
+        "latency50_over_reference",
+        f"receiver waits 50 ms, {ENDPOINTS} endpoints 1:1: Hookpost ÷ reference sender",
+        ">=",
+        0.70,
+    ),
+    (
+        "latency200_over_reference",
+        f"receiver waits 200 ms, {ENDPOINTS} endpoints 1:1: Hookpost ÷ reference sender",
+        ">=",
+        0.70,
+    ),
+    (
+        "latency200_backlog_over_cap",
+        "receiver waits 200 ms, one backlogged endpoint: Hookpost ÷ (cap ÷ D)",
+        ">=",
+        0.90,
+    ),
 ]
 
 
@@ -61,6 +84,7 @@ def machine_info(env: BenchEnv) -> dict[str, Any]:
 
 
 def versions(env: BenchEnv) -> dict[str, str]:
+    import aiohttp
     import celery
     import django
     import urllib3
@@ -73,6 +97,7 @@ def versions(env: BenchEnv) -> dict[str, str]:
         "django": django.get_version(),
         "celery": celery.__version__,
         "urllib3": urllib3.__version__,
+        "aiohttp": aiohttp.__version__,
         "nginx": nginx_version(),
         "django-webhook": djw_version(),
     }
@@ -116,13 +141,15 @@ def settings_info(env: BenchEnv) -> dict[str, Any]:
         "naive/django-webhook workers": (
             f"{WORKER_PROCESSES} x --pool threads --concurrency {WORKER_CONCURRENCY}"
         ),
-        "receiver": "nginx, 1 worker process, return 204, access log per request",
+        "receiver": "nginx, 1 worker process, return 204, access log per request; "
+        "/wait/<D>/: echo_sleep D ms, then 204 (Debian's libnginx-mod-http-echo)",
         "DEBUG": settings.DEBUG,
         "CONN_MAX_AGE": settings.DATABASES["default"]["CONN_MAX_AGE"],
         "HOOKPOST_SCHEDULER_INTERVAL_SECONDS": settings.HOOKPOST_SCHEDULER_INTERVAL_SECONDS,
         "HOOKPOST_QUEUE_TARGET_DEPTH": settings.HOOKPOST_QUEUE_TARGET_DEPTH,
         "HOOKPOST_DEFAULT_TIMEOUT_SECONDS": settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS,
         "HOOKPOST_RETRY_SCHEDULE": settings.HOOKPOST_RETRY_SCHEDULE,
+        "HOOKPOST_ENDPOINT_MAX_IN_FLIGHT": settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT,
     }
 
 
@@ -195,7 +222,38 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
         "backlog_rss_start_mb": _median(results, "backlog", "rss_start_kb") / 1024,
         "backlog_rss_peak_mb": _median(results, "backlog", "rss_peak_last_third_kb") / 1024,
         "backlog_delivered": _median(results, "backlog", "delivered"),
+        **_latency_figures(results),
     }
+
+
+# Per run of the latency-D steps: (figure name suffix, run kind, key of the run's figures).
+_LATENCY_RUN_FIGURES = [
+    ("reference_per_s", "reference", "deliveries_per_s"),
+    ("spread_per_s", "spread", "deliveries_per_s"),
+    ("backlog_per_s", "backlogged", "deliveries_per_s"),
+    ("reference_cpu", "reference", "cpu_sender"),
+    ("spread_cpu", "spread", "cpu_workers"),
+    ("backlog_cpu", "backlogged", "cpu_workers"),
+    ("reference_max_open", "reference", "max_open"),
+    ("spread_max_open", "spread", "max_open"),
+    ("backlog_max_open", "backlogged", "max_open"),
+    ("backlog_mean_open", "backlogged", "mean_open"),
+    ("reference_connections", "reference", "connections"),
+    ("spread_connections", "spread", "connections"),
+    ("backlog_connections", "backlogged", "connections"),
+]
+
+
+def _latency_figures(results: dict[str, Any]) -> dict[str, float]:
+    """The latency-D steps' medians, named ``latency<D>_<figure>``; NaN where a step did not run."""
+    found: dict[str, float] = {}
+    for delay in WAIT_DELAYS_MS:
+        node = f"latency_{delay}"
+        found[f"latency{delay}_cap"] = _median(results, node, "cap")
+        found[f"latency{delay}_cap_bound_per_s"] = _median(results, node, "cap_bound_per_s")
+        for suffix, kind, key in _LATENCY_RUN_FIGURES:
+            found[f"latency{delay}_{suffix}"] = _median(results, node, kind, "median", key)
+    return found
 
 
 def ratios(fig: dict[str, float]) -> dict[str, float]:
@@ -212,6 +270,18 @@ def ratios(fig: dict[str, float]) -> dict[str, float]:
         "isolation_throughput_ratio": fig["iso_pairs_throughput_ratio"],
         "latency_p99_ms": fig["latency_p99_ms"],
         "backlog_rss_growth_pct": fig["backlog_growth_pct"],
+        **{
+            key: value
+            for delay in WAIT_DELAYS_MS
+            for key, value in {
+                f"latency{delay}_over_reference": div(
+                    fig[f"latency{delay}_spread_per_s"], fig[f"latency{delay}_reference_per_s"]
+                ),
+                f"latency{delay}_backlog_over_cap": div(
+                    fig[f"latency{delay}_backlog_per_s"], fig[f"latency{delay}_cap_bound_per_s"]
+                ),
+            }.items()
+        },
     }
 
 
@@ -267,7 +337,7 @@ def _isolation_cpu(results: dict[str, Any]) -> list[str]:
 
 def verdicts(rat: dict[str, float]) -> dict[str, str]:
     out = {}
-    for key, _, op, target in TARGETS:
+    for key, _, op, target in (*TARGETS, *LATENCY_TARGETS):
         value = rat[key]
         if math.isnan(value):
             out[key] = "not measured"
@@ -278,6 +348,66 @@ def verdicts(rat: dict[str, float]) -> dict[str, str]:
 
 def _fmt(value: float, digits: int = 1) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _target_rows(
+    targets: list[tuple[str, str, str, float]], rat: dict[str, float], verdict: dict[str, str]
+) -> list[str]:
+    return [
+        f"| {label} | {_fmt(rat[key], 2)} | {op.replace('>=', '≥').replace('<=', '≤')} {target:g} "
+        f"| {verdict[key]} |"
+        for key, label, op, target in targets
+    ]
+
+
+def _latency(fig: dict[str, float], rat: dict[str, float], verdict: dict[str, str]) -> list[str]:
+    """The latency-D steps: issue 18's ratios, then each figure behind them, a column per D."""
+
+    def row(label: str, *names: str, digits: int = 1, source: dict[str, float] = fig) -> str:
+        cells = [" / ".join(_fmt(source[f"latency{d}_{n}"], digits) for n in names) for d in WAIT_DELAYS_MS]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    caps = sorted({_fmt(fig[f"latency{d}_cap"], 0) for d in WAIT_DELAYS_MS})
+    return [
+        "",
+        "## Receivers that wait D ms, against the targets of issue 18",
+        "",
+        "| Ratio | Value | Target | Verdict |",
+        "| --- | ---: | ---: | --- |",
+        *_target_rows(LATENCY_TARGETS, rat, verdict),
+        "",
+        "| Receiver waits | " + " | ".join(f"{d} ms" for d in WAIT_DELAYS_MS) + " |",
+        "| --- |" + " ---: |" * len(WAIT_DELAYS_MS),
+        row(f"Reference sender (aiohttp, {CONCURRENCY} in flight), deliveries/s", "reference_per_s"),
+        row(f"Hookpost, {ENDPOINTS} endpoints 1:1, deliveries/s", "spread_per_s"),
+        row("Hookpost ÷ reference", "over_reference", digits=2, source=rat),
+        row("Hookpost, one backlogged endpoint, deliveries/s", "backlog_per_s"),
+        row(f"cap ÷ D (cap {', '.join(caps)}), deliveries/s", "cap_bound_per_s"),
+        row("backlogged ÷ (cap ÷ D)", "backlog_over_cap", digits=2, source=rat),
+        row(
+            "CPU, busy cores: reference sender / Hookpost's first-lane workers, "
+            f"{ENDPOINTS} endpoints / backlogged",
+            "reference_cpu",
+            "spread_cpu",
+            "backlog_cpu",
+            digits=2,
+        ),
+        row(
+            f"Most requests open at the receiver: reference / {ENDPOINTS} endpoints / backlogged",
+            "reference_max_open",
+            "spread_max_open",
+            "backlog_max_open",
+            digits=0,
+        ),
+        row("Mean requests open at the receiver, backlogged", "backlog_mean_open"),
+        row(
+            f"Connections the receiver saw: reference / {ENDPOINTS} endpoints / backlogged",
+            "reference_connections",
+            "spread_connections",
+            "backlog_connections",
+            digits=0,
+        ),
+    ]
 
 
 def markdown(
@@ -315,14 +445,11 @@ def markdown(
         "| Ratio | Value | Target | Verdict |",
         "| --- | ---: | ---: | --- |",
     ]
-    for key, label, op, target in TARGETS:
-        lines.append(
-            f"| {label} | {_fmt(rat[key], 2)} | {op.replace('>=', '≥').replace('<=', '≤')} {target:g} "
-            f"| {verdict[key]} |"
-        )
+    lines += _target_rows(TARGETS, rat, verdict)
     lines += [
         *_pairs(results),
         *_isolation_cpu(results),
+        *_latency(fig, rat, verdict),
         "",
         "## Absolute figures (medians)",
         "",
@@ -413,6 +540,7 @@ def markdown(
         f"{results['sizes'].get('backlog_seconds', 'n/a')} s after a "
         f"{results['sizes'].get('backlog_warmup_seconds', 'n/a')} s warm-up. Growth = peak of the last",
         "  third ÷ first sample. The backlog is not drained; what arrived is checked for duplicates.",
+        *_latency_method(results),
         "- Ledger: every accepted (message, endpoint) pair must appear in nginx's log with a 2xx; a pair",
         "  not received within the run's deadline counts as lost and fails the run.",
         "",
@@ -420,6 +548,35 @@ def markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _latency_method(results: dict[str, Any]) -> list[str]:
+    sizes = results["sizes"]
+    ran = [results[f"latency_{d}"] for d in WAIT_DELAYS_MS if f"latency_{d}" in results]
+    counts = "; ".join(
+        f"at {node['delay_ms']} ms, {node['deliveries']['spread']:,} and {node['deliveries']['backlogged']:,}"
+        for node in ran
+    )
+    return [
+        "- Receivers that wait (steps latency-50 and latency-200): nginx answers 204 after D ms",
+        "  (Debian's echo module, `echo_sleep`: a timer in its event loop, keep-alive kept). The",
+        f"  reference sender is aiohttp in a process of its own, {CONCURRENCY} requests in flight over",
+        "  keep-alive connections, the body and signature headers Hookpost sends, to the",
+        f"  {ENDPOINTS} endpoints' paths in turn; its CPU is its own over its sending time. Hookpost's",
+        f"  {ENDPOINTS} endpoints each subscribe to an event type of their own, so each message goes to",
+        "  one of them (1:1), a run's messages in equal shares, each share consecutive (interleaved, a",
+        "  publish call names 100 event types and ingest, looking up each one's endpoints, sets the rate);",
+        "  the backlogged endpoint gets all of a run's messages. Both are published at once, in batches.",
+        "  The bound of one endpoint is its cap of requests in flight (its `max_in_flight`, or",
+        "  `HOOKPOST_ENDPOINT_MAX_IN_FLIGHT`) ÷ D. The runs alternate (reference, 100 endpoints,",
+        "  backlogged) on the stack the 1:1 runs use, after a warm-up run. A run is the work of "
+        f"{sizes.get('wait_spread_seconds', 'n/a')} s",
+        f"  at {CONCURRENCY} ÷ D for the {ENDPOINTS} endpoints, and of "
+        f"{sizes.get('wait_backlog_seconds', 'n/a')} s at cap ÷ D for the backlogged one"
+        + (f" ({counts} deliveries)." if counts else "."),
+        "  Requests open at the receiver come from nginx's log: each was open from `$msec - $request_time`",
+        "  to `$msec`; connections are the distinct `$connection` serials the run's requests came on.",
+    ]
 
 
 def plot(fig: dict[str, float], path: Path) -> None:
@@ -449,7 +606,7 @@ def plot(fig: dict[str, float], path: Path) -> None:
     right_labels = ["half load", "iso. without", "iso. with"]
     p50 = [fig["latency_p50_ms"], fig["iso_without_p50_ms"], fig["iso_with_p50_ms"]]
     p99 = [fig["latency_p99_ms"], fig["iso_without_p99_ms"], fig["iso_with_p99_ms"]]
-    figure, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.5))
     clean = [0 if math.isnan(v) else v for v in left]
     ax1.bar(left_labels, clean, color=["#999"] * 3 + ["#2a6"] * 2 + ["#27c"] * 2)
     ax1.set_yscale("log")
@@ -465,9 +622,30 @@ def plot(fig: dict[str, float], path: Path) -> None:
     ax2.set_ylabel("ms, accept → received")
     ax2.set_title("Latency")
     ax2.legend()
+    _plot_latency(ax3, fig)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _plot_latency(ax: Any, fig: dict[str, float]) -> None:
+    """Deliveries/s per receiver delay: the reference, Hookpost's two shapes, one endpoint's bound."""
+    kinds = [
+        ("reference_per_s", "reference sender", "#999"),
+        ("spread_per_s", f"Hookpost, {ENDPOINTS} endpoints", "#2a6"),
+        ("backlog_per_s", "Hookpost, 1 backlogged", "#27c"),
+        ("cap_bound_per_s", "cap ÷ D", "#c72"),
+    ]
+    width = 0.8 / len(kinds)
+    for index, (suffix, label, color) in enumerate(kinds):
+        values = [fig[f"latency{d}_{suffix}"] for d in WAIT_DELAYS_MS]
+        xs = [x + (index - (len(kinds) - 1) / 2) * width for x in range(len(WAIT_DELAYS_MS))]
+        ax.bar(xs, [0 if math.isnan(v) else v for v in values], width=width, label=label, color=color)
+    ax.set_xticks(list(range(len(WAIT_DELAYS_MS))), [f"receiver waits {d} ms" for d in WAIT_DELAYS_MS])
+    ax.set_yscale("log")
+    ax.set_ylabel("deliveries / s (log)")
+    ax.set_title("Receivers that wait")
+    ax.legend(fontsize=8)
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:

@@ -1,7 +1,8 @@
 """Smoke test of the benchmark: ``python -m bench --smoke`` end to end.
 
-It runs every measurement with the smallest sizes (about 2-3 minutes: real
-nginx, Celery workers, gunicorn, the django-webhook venv), writes the report
+It runs every measurement with the smallest sizes (about 3-4 minutes: real
+nginx with its echo module, Celery workers, gunicorn, the django-webhook venv,
+the aiohttp reference sender), writes the report
 into a temporary directory (never docs/), and checks that the ledger lost
 nothing. Figures are not asserted: timing belongs to ``make bench``, not tests.
 """
@@ -40,7 +41,7 @@ def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
          "--workdir", str(tmp_path / "work"),
          "--database-url", _smoke_database_url(),
          "--redis-url", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=480, check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads((out / "benchmarks.json").read_text())
@@ -62,6 +63,19 @@ def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     backlog = data["backlog"]
     assert backlog["pending"] == 2000 and backlog["rss_start_kb"] > 0 and backlog["delivered"] > 0, backlog
     assert backlog["duplicates"] == 0
+    # the receivers that wait: Hookpost's two shapes beside the reference sender at 50 and 200 ms
+    for delay in (50, 200):
+        node = data[f"latency_{delay}"]
+        assert node["cap"] > 0 and node["cap_bound_per_s"] == node["cap"] * 1000 / delay, node
+        for kind in ("reference", "spread", "backlogged"):
+            (run,) = node[kind]["runs"]
+            assert run["deliveries_per_s"] > 0 and run["lost"] == 0, (delay, kind, run)
+            assert run["max_open"] >= 1, (delay, kind, run)
+        assert node["reference"]["runs"][0]["cpu_sender"] > 0 and node["reference"]["runs"][0]["failed"] == 0
+        assert data["ratios"][f"latency{delay}_over_reference"] > 0
+        assert data["ratios"][f"latency{delay}_backlog_over_cap"] > 0
+    assert data["verdicts"]["latency200_backlog_over_cap"] in {"met", "NOT met"}
+    assert "against the targets of issue 18" in (out / "BENCHMARKS.md").read_text()
     # --profile sampled the worker and named where its time went, our engine among it
     top = [name for _, name in data["profile"]["top"]]
     assert any("deliveries/engine.py" in name for name in top), top

@@ -12,6 +12,7 @@ from bench.__main__ import STEPS, _steps
 def test_only_takes_known_steps_comma_separated():
     assert _steps("isolation, delivery") == {"isolation", "delivery"}
     assert _steps(",".join(STEPS)) == set(STEPS)
+    assert _steps("latency-50,latency-200") == {"latency-50", "latency-200"}
 
 
 @pytest.mark.parametrize("value", ["", "isolation,fanout", " , "])
