@@ -1,5 +1,6 @@
 """Settings for the test suite: the real settings, with test defaults for the
 environment (a real PostgreSQL and Redis on this machine)."""
+
 from __future__ import annotations
 
 import os

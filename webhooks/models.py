@@ -2,6 +2,7 @@
 and endpoint secrets. Runtime rows (messages, deliveries, attempts) live in
 ``deliveries.models``.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -61,17 +62,13 @@ class Membership(models.Model):
         ADMIN = "admin", "Admin"
         VIEWER = "viewer", "Viewer"
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "tenant"], name="membership_user_tenant_uniq")
-        ]
+        constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="membership_user_tenant_uniq")]
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.tenant}"
@@ -168,9 +165,7 @@ class Endpoint(models.Model):
         null=True, blank=True, help_text="Seconds between attempts; empty = platform default."
     )
     # Mirror of the shared breaker state in Redis, for display only.
-    circuit_state = models.CharField(
-        max_length=16, choices=CircuitState.choices, default=CircuitState.CLOSED
-    )
+    circuit_state = models.CharField(max_length=16, choices=CircuitState.choices, default=CircuitState.CLOSED)
     circuit_changed_at = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_success_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,5 @@
 """Reads of the configuration domain."""
+
 from __future__ import annotations
 
 from django.conf import settings

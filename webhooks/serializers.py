@@ -1,5 +1,6 @@
 """Shapes of the configuration API. Validation of form only; rules live in
 ``webhooks.services``."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -3,6 +3,7 @@
 Functions are keyword-only, named ``<entity>_<action>``, and raise
 ``webhooks.errors`` exceptions for input they refuse; they never touch HTTP.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -100,9 +101,7 @@ def api_key_mark_used(*, key: ApiKey) -> None:
 # --- Event types ---------------------------------------------------------------
 
 
-def event_type_create(
-    *, name: str, description: str = "", schema: dict[str, Any] | None = None
-) -> EventType:
+def event_type_create(*, name: str, description: str = "", schema: dict[str, Any] | None = None) -> EventType:
     _check_schema(schema)
     try:
         with transaction.atomic():
@@ -132,9 +131,7 @@ def _check_schema(schema: dict[str, Any] | None) -> None:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        raise Invalid(
-            "The schema is not a valid JSON Schema.", {"schema": [exc.message]}
-        ) from exc
+        raise Invalid("The schema is not a valid JSON Schema.", {"schema": [exc.message]}) from exc
     # A schema that passes the metaschema can still be unusable; refuse it here
     # rather than fail every publish of the event type later.
     problems = _unresolvable_references(schema)
@@ -224,9 +221,7 @@ def endpoint_create(
             retry_schedule=retry_schedule,
         )
         endpoint.event_types.set(types or [])
-        current = EndpointSecret.objects.create(
-            endpoint=endpoint, secret=secret or signing.generate_secret()
-        )
+        current = EndpointSecret.objects.create(endpoint=endpoint, secret=secret or signing.generate_secret())
     return EndpointCreated(endpoint=endpoint, secret=current.secret)
 
 
@@ -315,9 +310,7 @@ def endpoint_secret_rotate(
         EndpointSecret.objects.filter(endpoint=endpoint, expires_at__isnull=True).update(
             expires_at=now + timedelta(seconds=grace)
         )
-        new = EndpointSecret.objects.create(
-            endpoint=endpoint, secret=secret or signing.generate_secret()
-        )
+        new = EndpointSecret.objects.create(endpoint=endpoint, secret=secret or signing.generate_secret())
     return new.secret
 
 

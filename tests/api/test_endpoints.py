@@ -1,4 +1,5 @@
 """/api/v1/tenants/{uid}/endpoints/: register, change, delete; secrets and rotation."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,5 +1,6 @@
 """Bad requests get a clear 4xx in the error envelope and change nothing:
 size limits (413), media type (415), malformed JSON (400), unknown routes."""
+
 from __future__ import annotations
 
 import json

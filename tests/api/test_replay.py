@@ -1,6 +1,7 @@
 """Replay and recover over the API: single replay, a selection, and an endpoint's
 failed/dead/skipped deliveries in a time window. A replay re-sends the same
 message (same ``webhook-id``) and appends attempts; history is never rewritten."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -6,6 +6,7 @@ the aiohttp reference sender), writes the report
 into a temporary directory (never docs/), and checks that the ledger lost
 nothing. Figures are not asserted: timing belongs to ``make bench``, not tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,26 @@ def _smoke_database_url() -> str:
 def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--profile", "--out", str(out),
-         "--workdir", str(tmp_path / "work"),
-         "--database-url", _smoke_database_url(),
-         "--redis-url", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12")],
-        cwd=ROOT, capture_output=True, text=True, timeout=480, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--profile",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--database-url",
+            _smoke_database_url(),
+            "--redis-url",
+            os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=480,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads((out / "benchmarks.json").read_text())

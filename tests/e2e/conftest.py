@@ -1,6 +1,7 @@
 """End-to-end fixtures: a real Celery worker (with its scheduler) in a
 subprocess, real Redis, the test PostgreSQL database, and real HTTP receivers
 on 127.0.0.1."""
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,7 @@ E2E_ENV = {
 
 def _database_url() -> str:
     db = django_settings.DATABASES["default"]
-    return (
-        f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def _children(pid: int) -> list[int]:
@@ -88,11 +87,26 @@ class Worker:
             **self.extra_env,
         }
         cmd = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", *(["-B"] if self.beat else []),
-            "--pool", self.pool, "--concurrency", str(self.concurrency),
-            "-Q", self.queues,
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--hostname", f"e2e-{time.monotonic_ns()}@%h",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            *(["-B"] if self.beat else []),
+            "--pool",
+            self.pool,
+            "--concurrency",
+            str(self.concurrency),
+            "-Q",
+            self.queues,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            f"e2e-{time.monotonic_ns()}@%h",
         ]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

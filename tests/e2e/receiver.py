@@ -6,6 +6,7 @@ while before answering, or redirect. Every request is recorded with its
 arrival time, so tests can assert on what a receiver really got, and each
 path counts the requests open at once (``peak_open``).
 """
+
 from __future__ import annotations
 
 import threading

@@ -2,6 +2,7 @@
 counted against it (``internal_failures``) and, after
 ``HOOKPOST_MAX_INTERNAL_FAILURES``, dead-letters it with the reason, so it can
 never crash-loop a worker. And a claim that fails changes nothing."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -5,15 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('webhooks', '0002_endpoint_failing_since_encrypted_secret'),
+        ("webhooks", "0002_endpoint_failing_since_encrypted_secret"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='endpoint',
-            name='max_in_flight',
-            field=models.PositiveIntegerField(blank=True, help_text='Requests in flight at once, across all workers; empty = platform default.', null=True, validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="endpoint",
+            name="max_in_flight",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Requests in flight at once, across all workers; empty = platform default.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
     ]

@@ -16,6 +16,7 @@ with neither, a fresh one that is printed.
 ``--port 0`` picks a free port; the first line printed is always
 ``listening on http://127.0.0.1:<port>/``.
 """
+
 from __future__ import annotations
 
 import json
