@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 # What an unreachable or stalled broker raises (kombu wraps the Redis client's errors
 # when connecting; a publish on an open connection may raise them as they are).
-_BROKER_ERRORS = (OperationalError, redis.RedisError, OSError)
+BROKER_ERRORS = (OperationalError, redis.RedisError, OSError)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _hand_over(ids: list[int], token: str | None, routes: Mapping[int, Route] | 
 
     try:
         tasks.enqueue_fresh(ids, token, routes)
-    except _BROKER_ERRORS as exc:  # the broker being down must not fail an accepted request
+    except BROKER_ERRORS as exc:  # the broker being down must not fail an accepted request
         # One line, no traceback: during an outage every publish lands here.
         logger.warning(
             "broker unreachable (%s: %s); %d deliveries left to the scheduler",

@@ -30,6 +30,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config import metrics
+from deliveries.deferral import deliveries_release_unclaimed
+from deliveries.dispatch import BROKER_ERRORS
 from deliveries.lanes import FIRST_LANE_ROWS, LANE_FIELDS, Lane, lane_of_row
 from deliveries.leases import DUE_STATUSES, new_token
 from deliveries.models import Delivery
@@ -96,16 +98,34 @@ def dispatch_due(*, enqueue: Enqueue, limit: int, lane: Lane | None = None) -> D
         oldest_due = min(_free_since(due_at, lease_end) for *_, due_at, lease_end in rows)
 
         def hand_over() -> None:
-            if first:
-                enqueue(first, token, Lane.FIRST)
-                metrics.DISPATCHED.labels(queue=Lane.FIRST.value).inc(len(first))
-            if retries:
-                enqueue(retries, token, Lane.RETRY)
-                metrics.DISPATCHED.labels(queue=Lane.RETRY.value).inc(len(retries))
+            for ids, lane in ((first, Lane.FIRST), (retries, Lane.RETRY)):
+                if ids:
+                    _hand_over_lane(enqueue, ids, token, lane)
             metrics.SCHEDULER_LAG.observe(max((timezone.now() - oldest_due).total_seconds(), 0.0))
 
         transaction.on_commit(hand_over)
     return DispatchReport(len(rows), len(first), len(retries))
+
+
+def _hand_over_lane(enqueue: Enqueue, ids: list[int], token: str, lane: Lane) -> None:
+    """Queue one lane's dispatched ids; should the broker fail, give their dispatch lease
+    back, so the next tick hands them out again rather than the lease's end.
+
+    Tasks already queued for some of them find the lease gone and claim nothing.
+    """
+    try:
+        enqueue(ids, token, lane)
+    except BROKER_ERRORS as exc:
+        logger.warning(
+            "broker unreachable (%s: %s); %d %s deliveries back to the next tick",
+            type(exc).__name__,
+            exc,
+            len(ids),
+            lane.value,
+        )
+        deliveries_release_unclaimed(delivery_ids=ids, token=token)
+        return
+    metrics.DISPATCHED.labels(queue=lane.value).inc(len(ids))
 
 
 def _free_since(due_at: datetime, lease_end: datetime | None) -> datetime:

@@ -591,3 +591,29 @@ def test_ids_the_routes_miss_are_read_back(broker, make_due):
     # (both are the same proven endpoint's: one first-lane batch, its endpoint read back for one)
     assert [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)] == [[routed.pk, unrouted.pk]]
     assert _kwargs(broker, FIRST_QUEUE) == [{"endpoint_uid": routed.endpoint.uid}]
+
+
+def test_a_lane_the_broker_refuses_is_given_back_to_the_next_tick_and_the_other_lane_still_goes(make_due):
+    from kombu.exceptions import OperationalError
+
+    # given a first attempt and a retry due, and a broker that refuses the first lane's publish
+    fresh = make_due()
+    retry = make_due(status=Delivery.Status.FAILED, attempt_count=1)
+    recorder = Recorder()
+
+    def enqueue(ids: list[int], token: str, lane: Lane) -> None:
+        if lane is Lane.FIRST:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        recorder(ids, token, lane)
+
+    # when the scheduler runs
+    with transaction.atomic():
+        scheduler.dispatch_due(enqueue=enqueue, limit=10)
+
+    # then the retry lane was handed out, and the refused first attempt is unleased and due again
+    assert recorder.ids == [retry.pk]
+    assert _lease_of([fresh.pk]) == {None}
+    assert _lease_of([retry.pk]) != {None}
+    again = Recorder()
+    scheduler.dispatch_due(enqueue=again, limit=10)
+    assert again.ids == [fresh.pk]
