@@ -25,10 +25,24 @@ from webhooks.errors import Conflict, Invalid, PayloadTooLarge, ServiceError
 
 logger = logging.getLogger(__name__)
 
-# What the database driver raises when PostgreSQL cannot be reached or dropped the
-# connection (also the transient kinds: a deadlock, a cancelled statement): a retry
-# later can succeed, so the answer is 503, never 500.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+# SQLSTATEs of an OperationalError that a retry later can get past: the connection
+# failed or was dropped (class 08), the server is shutting down or starting (57P01-03),
+# too many connections (53300), a deadlock or a serialization failure (40P01, 40001).
+# Other OperationalErrors (disk full, a statement too complex) fail again: 500.
+_TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "53300", "40P01", "40001")
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the database is unreachable or busy for now: answer 503."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    # psycopg's error is the cause; one raised while connecting has no SQLSTATE.
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _TRANSIENT_SQLSTATES
+
+
 # Long enough for a restart or a failover, short enough that clients come back soon.
 RETRY_AFTER_SECONDS = 5
 
@@ -86,8 +100,8 @@ def _unavailable_envelope() -> dict[str, Any]:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler producing the envelope; an unreachable database is 503,
     unknown errors stay 500."""
-    if isinstance(exc, DATABASE_UNAVAILABLE):
-        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    if database_unavailable(exc):
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc, exc_info=exc)
         return Response(
             _unavailable_envelope(),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -140,7 +154,7 @@ def json_server_error(request: HttpRequest) -> HttpResponse:
     Django calls it while handling the exception, so ``sys.exc_info()`` names it.
     """
     api = request.path.startswith("/api/")
-    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+    if database_unavailable(sys.exc_info()[1]):
         response: HttpResponse = (
             JsonResponse(_unavailable_envelope(), status=503)
             if api

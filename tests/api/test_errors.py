@@ -321,3 +321,34 @@ def test_other_server_errors_stay_500(api, tenant, monkeypatch):
     api.raise_request_exception = False
 
     assert_error(api.get("/api/v1/tenants/acme/deliveries/"), 500, "internal_error")
+
+
+class _PsycopgError(Exception):
+    """Stands in for a psycopg error as the cause of Django's wrapper: its SQLSTATE."""
+
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def _operational(sqlstate: str | None) -> Exception:
+    from django.db import OperationalError
+
+    error = OperationalError("boom")
+    error.__cause__ = _PsycopgError(sqlstate)
+    return error
+
+
+@pytest.mark.parametrize("sqlstate", [None, "08006", "08001", "57P01", "57P03", "53300", "40P01", "40001"])
+def test_connection_failures_and_transient_errors_are_the_database_being_unavailable(sqlstate):
+    from config.api.errors import database_unavailable
+
+    assert database_unavailable(_operational(sqlstate))
+
+
+@pytest.mark.parametrize("sqlstate", ["53100", "54000", "54001", "55000", "58P01"])
+def test_operational_errors_that_would_fail_again_are_not_answered_503(sqlstate):
+    # disk full, program limit exceeded, statement too complex, ...: retrying cannot help
+    from config.api.errors import database_unavailable
+
+    assert not database_unavailable(_operational(sqlstate))
