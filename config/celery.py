@@ -89,7 +89,12 @@ app.steps["worker"].add(_WakeEventLoop)
 app.autodiscover_tasks(["deliveries"])
 
 # Request ids travel from the API into tasks (signal handlers register on import).
-from celery.signals import celeryd_after_setup, worker_init  # noqa: E402
+from celery.signals import (  # noqa: E402
+    celeryd_after_setup,
+    worker_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 import config.log_context  # noqa: E402,F401
 
@@ -108,15 +113,44 @@ def _quiet_the_cancel_on_connection_loss_warning(**kwargs: object) -> None:
 
 
 @worker_init.connect
-def _worker_metrics(**kwargs: object) -> None:
+def _worker_metrics(sender: object = None, **kwargs: object) -> None:
+    from django.conf import settings
+
     from config.metrics import start_worker_metrics_server
 
+    pool_cls = getattr(sender, "pool_cls", None)  # a name or a class at this point
+    pool = pool_cls if isinstance(pool_cls, str) else str(getattr(pool_cls, "__module__", ""))
+    if (
+        pool.endswith("prefork")
+        and settings.HOOKPOST_WORKER_METRICS_PORT
+        and not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    ):
+        # The children would count attempts where the metrics server cannot see them.
+        raise SystemExit(
+            "the prefork pool with HOOKPOST_WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR "
+            "(an empty directory per worker); the default threads pool does not"
+        )
     start_worker_metrics_server()
 
 
 @worker_init.connect
-def _size_bulkheads(sender: object = None, **kwargs: object) -> None:
-    """Size the slow-endpoint compartment (deliveries.bulkhead) from this worker's pool."""
+def _size_bulkheads(**kwargs: object) -> None:
+    """Size the slow-endpoint compartment (deliveries.bulkhead) from the requests one
+    worker process keeps in flight (deliveries.send_loop)."""
+    from django.conf import settings
+
     from deliveries import bulkhead
 
-    bulkhead.configure_worker(int(getattr(sender, "concurrency", 0) or 0))
+    bulkhead.configure_worker(settings.HOOKPOST_WORKER_MAX_IN_FLIGHT)
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _finish_batches_in_flight(**kwargs: object) -> None:
+    """A warm stop waits for the batches this process started to be recorded: their tasks
+    returned long ago, and a sent request left unrecorded would be sent again."""
+    from django.conf import settings
+
+    from deliveries import send_loop
+
+    send_loop.drain(settings.HOOKPOST_MAX_TIMEOUT_SECONDS + settings.HOOKPOST_LEASE_MARGIN_SECONDS)

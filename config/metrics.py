@@ -18,7 +18,10 @@ however many workers run:
 
 Web processes under gunicorn share counters through
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode). A
-worker exposes its own counters on ``HOOKPOST_WORKER_METRICS_PORT``.
+worker exposes its own counters on ``HOOKPOST_WORKER_METRICS_PORT``: those of
+its one process in the threads and solo pools (the default is threads), and
+those of all its children under prefork, which needs ``PROMETHEUS_MULTIPROC_DIR``
+(the worker refuses to start prefork with a metrics port and without it).
 
 With ``HOOKPOST_METRICS_TOKEN`` set, both ask for ``Authorization: Bearer
 <token>`` and answer 401 without it; unset, they are open, and the network
@@ -184,6 +187,19 @@ def _token_guarded(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterabl
     return guarded
 
 
+def _worker_registry() -> CollectorRegistry:
+    """This worker's counters: its own registry, or, with ``PROMETHEUS_MULTIPROC_DIR``
+    set, what every process writing to that directory counted (the prefork pool's
+    children count attempts in their own processes)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds: not worth a line
         pass
@@ -203,6 +219,6 @@ def start_worker_metrics_server(**kwargs: Any) -> WSGIServer | None:
         daemon_threads = True
         address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
 
-    server = make_server(addr, port, _token_guarded(make_wsgi_app(REGISTRY)), Server, _QuietHandler)
+    server = make_server(addr, port, _token_guarded(make_wsgi_app(_worker_registry())), Server, _QuietHandler)
     threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
     return server

@@ -84,7 +84,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        # Ten minutes, not one: each worker thread holds a connection, and a minute's age
+        # Ten minutes, not one: each worker and recorder thread holds a connection, and a minute's age
         # made all of a worker's threads reconnect together every minute, each a new
         # PostgreSQL backend warming its caches: the bench's isolation runs lost a tenth of
         # their throughput in the minute it fell in (docs/BENCHMARKS.md). Health checks
@@ -286,11 +286,19 @@ HOOKPOST_MAX_INTERNAL_FAILURES = env_int("HOOKPOST_MAX_INTERNAL_FAILURES", 3)
 # costs about 15 ms of worker CPU before its first send (claim, admission,
 # secrets, record) on the benchmark machine: 100 makes that a sixth of a
 # delivery's cost, 50 a quarter. A batch holds its payloads in memory while it
-# sends (at most this many x HOOKPOST_MAX_PAYLOAD_BYTES per worker thread).
+# sends (at most this many x HOOKPOST_MAX_PAYLOAD_BYTES per batch in flight).
 HOOKPOST_DELIVERY_BATCH_SIZE = env_int("HOOKPOST_DELIVERY_BATCH_SIZE", 100)
 # A batch starts another send only within this many seconds of its claim, so
 # its lease (one timeout + margin + this budget) always covers the last send.
 HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_SECONDS", "2") or 2)
+# A worker process sends on one asyncio loop (deliveries.send_loop): at most this
+# many requests in flight or reserved by its batches before its tasks wait to
+# claim more. A request in flight costs a socket and about 50 KB.
+HOOKPOST_WORKER_MAX_IN_FLIGHT = env_int("HOOKPOST_WORKER_MAX_IN_FLIGHT", 2000)
+# Threads per worker process that record finished batches, each with its own
+# database connection: a process holds at most its Celery pool's connections
+# plus these, however many requests are in flight.
+HOOKPOST_RECORDER_THREADS = env_int("HOOKPOST_RECORDER_THREADS", 4)
 
 # --- Endpoint protection (deliveries.breaker, .ratelimit, .bulkhead) ---------------
 # The circuit opens after this many breaker-failures in a row (connection error,
@@ -358,6 +366,12 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# `celery -A config worker` with no flags: pool threads claim, admit and start
+# batches (milliseconds each); the sends run on the process's send loop. Four
+# threads and HOOKPOST_RECORDER_THREADS recorders: at most 8 database connections
+# per worker process (docs/operations.md, "Sizing").
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads") or "threads"
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 4)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"

@@ -71,6 +71,13 @@ class Ticket:
     def admitted(self) -> bool:
         return self.defer_seconds is None
 
+    @property
+    def places(self) -> int:
+        """How many requests the admitted batch may have in flight at once (one for a probe)."""
+        if self.probe or self.hold is None:
+            return 1
+        return self.hold.count
+
     def settle(self, result: TransportResult, count: int = 1) -> breaker.Transition | None:
         """Count the attempt's result (``count`` alike results, for a batch) in the endpoint's breaker."""
         self._settled = True
@@ -91,11 +98,13 @@ class Ticket:
             self._settled = True
 
 
-def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float) -> Ticket:
-    """Run the checks for one attempt of ``delivery_uid`` to ``endpoint``.
+def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float, places: int = 1) -> Ticket:
+    """Run the checks for a batch whose first attempt is of ``delivery_uid`` to ``endpoint``.
 
-    ``lease_seconds`` is how long the attempt may hold what it is granted if
-    its worker dies (the delivery's lease): the probe and the in-flight place.
+    ``lease_seconds`` is how long the batch may hold what it is granted if
+    its worker dies (the deliveries' lease): the probe and the in-flight places.
+    ``places``: how many requests the batch would have in flight at once; the
+    ticket's hold says how many it got (at least one).
     """
     circuit = breaker.admit(endpoint, probe_lease_seconds=lease_seconds)
     if not circuit.allowed:
@@ -112,6 +121,7 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float) -> Tic
         lease_seconds=lease_seconds,
         timeout_seconds=float(endpoint.timeout_seconds or settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS),
         max_in_flight=endpoint_max_in_flight(endpoint=endpoint),
+        wanted=places,
     )
     if isinstance(hold, bulkhead.Refused):
         ticket.release()

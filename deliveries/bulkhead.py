@@ -56,7 +56,8 @@ from deliveries import shared_state
 logger = logging.getLogger(__name__)
 
 # KEYS[1] sorted set of holders scored by lease end (ms), KEYS[2] the cap last given.
-# ARGV: holder, cap, lease ms. -> {1, 0} taken, or {0, ms until the earliest lease ends}
+# ARGV: holder, cap, lease ms, places wanted. -> {n, 0}: n places taken (members
+# holder:1..holder:n), or {0, ms until the earliest lease ends}
 # The cap key lives as long as the holders set (never shortened: a holder with a
 # longer lease may be in it), so the looks below see the cap the holders took under.
 _ACQUIRE = shared_state.LuaScript(
@@ -65,13 +66,17 @@ _ACQUIRE = shared_state.LuaScript(
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local keep = math.max(redis.call('PTTL', KEYS[1]), tonumber(ARGV[3]) + 1000)
 redis.call('SET', KEYS[2], ARGV[2], 'PX', keep)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free <= 0 then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return {0, tonumber(first[2]) - now}
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+local take = math.min(free, tonumber(ARGV[4]))
+for i = 1, take do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1] .. ':' .. i)
+end
 redis.call('PEXPIRE', KEYS[1], keep)
-return {1, 0}
+return {take, 0}
 """
 )
 
@@ -106,7 +111,8 @@ _CROWD_WINDOW_SECONDS = 10.0
 
 
 def configure_worker(concurrency: int) -> None:
-    """Size this process's slow-endpoint compartment from its pool size.
+    """Size this process's slow-endpoint compartment from the batches it may have in
+    flight (``concurrency``: its ``HOOKPOST_WORKER_MAX_IN_FLIGHT``).
 
     Called from the Celery ``worker_init`` signal (``config.celery``). Outside
     a worker (web, shell, tests) the compartment is unlimited.
@@ -119,7 +125,7 @@ def configure_worker(concurrency: int) -> None:
             return
         _slow_size = max(1, min(int(concurrency * settings.HOOKPOST_DEGRADED_WORKER_SHARE), concurrency))
         _slow_slots = threading.BoundedSemaphore(_slow_size)
-    logger.info("slowly failing endpoints may hold %d of this worker's %d slots", _slow_size, concurrency)
+    logger.info("slowly failing endpoints may hold %d of this worker's %d places", _slow_size, concurrency)
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,10 @@ class Refused:
 
 @dataclass
 class Hold:
-    """Places taken for one attempt; ``release()`` gives them back (idempotent)."""
+    """Places taken for one batch: ``count`` requests may be in flight at once under it;
+    ``release()`` gives them back (idempotent)."""
 
+    count: int = 1
     endpoint_key: str | None = None
     holder: str = ""
     local: threading.BoundedSemaphore | None = None
@@ -149,9 +157,10 @@ class Hold:
             self.local.release()
         if self.endpoint_key is not None:
             try:
-                shared_state.client().zrem(self.endpoint_key, self.holder)
+                members = [f"{self.holder}:{i}" for i in range(1, self.count + 1)]
+                shared_state.client().zrem(self.endpoint_key, *members)
             except redis.RedisError:
-                logger.warning("could not release an in-flight place; it lapses with its lease")
+                logger.warning("could not release in-flight places; they lapse with their lease")
 
 
 def acquire(
@@ -161,8 +170,11 @@ def acquire(
     lease_seconds: float,
     timeout_seconds: float,
     max_in_flight: int | None = None,
+    wanted: int = 1,
 ) -> Hold | Refused:
-    """Take a place for one attempt to ``endpoint_uid``, or say how long to wait for one.
+    """Take up to ``wanted`` places (at least one) for a batch to ``endpoint_uid``, or say
+    how long to wait for one. The hold's ``count`` is how many requests the batch may
+    have in flight at once: the places free under the cap, or ``wanted`` without one.
 
     ``slow``: the endpoint has been failing slowly, so the attempt also needs
     a place in this worker's slow-endpoint compartment. ``lease_seconds``
@@ -172,7 +184,8 @@ def acquire(
     setting; 0 or less: no cap). Fails open on the fleet-wide cap when Redis
     is unavailable.
     """
-    hold = Hold()
+    wanted = max(1, wanted)
+    hold = Hold(count=wanted)
     slots = _slow_slots
     if slow and slots is not None:
         if not slots.acquire(blocking=False):
@@ -182,15 +195,18 @@ def acquire(
     if cap > 0:
         key, cap_key = _keys(endpoint_uid)
         holder = uuid.uuid4().hex
+        hold.count = min(wanted, cap)
         try:
-            taken, _ = _ACQUIRE([key, cap_key], [holder, cap, int(lease_seconds * 1000)])  # type: ignore[misc]
+            taken, _ = _ACQUIRE(  # type: ignore[misc]
+                [key, cap_key], [holder, cap, int(lease_seconds * 1000), hold.count]
+            )
         except redis.RedisError:
             logger.warning("in-flight state unavailable for %s; letting the attempt through", endpoint_uid)
             return hold
         if not taken:
             hold.release()
             return Refused("endpoint", endpoint_wait())
-        hold.endpoint_key, hold.holder = key, holder
+        hold.endpoint_key, hold.holder, hold.count = key, holder, int(taken)
     return hold
 
 

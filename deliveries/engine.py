@@ -1,14 +1,21 @@
-"""The delivery engine: the attempt loop, one batch of one endpoint from claim to record.
+"""The delivery engine: one batch of one endpoint, from claim to record.
 
     claim (deliveries.leases: conditional update on status + lease token)
       -> admission (deliveries.admission: circuit breaker, bulkheads, rate
          limit); refused -> deferred (deliveries.deferral) or queued in the
          endpoint's line (deliveries.line): no attempt spent, no worker held
-      -> build the body once and sign those exact bytes (deliveries.outbound)
-      -> POST through the transport (deliveries.transport)
-      -> classify the result (deliveries.retry)
-      -> record the Attempt and move the delivery, in one transaction,
-         only if we still hold the lease (deliveries.recording).
+      -> the sends, on the process's send loop (deliveries.send_loop): up to
+         the places the batch holds at once, each body built once and those
+         exact bytes signed (deliveries.outbound), POSTed by the transport
+         (deliveries.transport), its result classified (deliveries.retry)
+      -> finish: count the results in the breaker, free the places, record the
+         Attempts and move the deliveries, in one transaction, only where we
+         still hold the lease (deliveries.recording); hand back what was not sent.
+
+A Celery task starts a batch (``delivery_start_batch``) and returns once its
+sends are under way: the finish runs on a recorder thread (``send_loop``), so
+no pool thread or database connection waits on a receiver.
+``delivery_run_batch`` does the same and waits for the outcome.
 
 Two workers can never both finish one delivery: every write after the claim
 is conditioned on the lease token the claim set, and a zero row count means
@@ -17,14 +24,29 @@ someone else owns it now.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.utils import timezone
 
-from deliveries import admission, breaker, bulkhead, deferral, leases, line, outbound, recording, retry
+from deliveries import (
+    admission,
+    breaker,
+    bulkhead,
+    deferral,
+    leases,
+    line,
+    outbound,
+    recording,
+    retry,
+    send_loop,
+)
+from deliveries.lanes import Lane, lane_of_fresh
 from deliveries.models import Delivery
 from deliveries.recording import Sent
 from deliveries.transport import TransportResult
@@ -32,6 +54,28 @@ from webhooks.models import Endpoint
 from webhooks.selectors import endpoint_signing_secrets
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """One endpoint's claimed and admitted deliveries, and what became of them on the send loop.
+
+    ``sent`` are the attempts that went out; ``failed`` the deliveries our own
+    code failed on (charged as internal failures); ``rest`` the ones not sent
+    (handed back after recording: released, or deferred ``rest_wait`` seconds).
+    """
+
+    endpoint: Endpoint
+    deliveries: list[Delivery]
+    lease: str
+    ticket: admission.Ticket
+    secrets: list[str]
+    sent: list[Sent] = field(default_factory=list)
+    results: list[TransportResult] = field(default_factory=list)
+    failed: list[tuple[Delivery, Exception]] = field(default_factory=list)
+    rest: list[Delivery] = field(default_factory=list)
+    rest_wait: float | None = None
+    stopped: bool = False  # an attempt failed: start no more
 
 
 def delivery_run(*, delivery_id: int, token: str | None) -> str | None:
@@ -42,52 +86,77 @@ def delivery_run(*, delivery_id: int, token: str | None) -> str | None:
 def delivery_run_batch(
     *, delivery_ids: Sequence[int], token: str | None, endpoint_uid: str | None = None
 ) -> dict[int, str]:
-    """Claim and attempt a batch of deliveries; the resulting status of each claimed one.
+    """``delivery_start_batch``, waiting for the outcome: the resulting status of each
+    claimed delivery (deliveries not claimed, not due or leased to someone else, are absent).
+    The finish runs in the calling thread."""
+    statuses, batches = _begin(delivery_ids, token, endpoint_uid)
+    for batch in batches:
+        statuses.update(finish(send_loop.run(send_all(batch))))
+    return statuses
 
-    Deliveries not claimed (not due, leased to someone else) are absent from
-    the result. Each endpoint's deliveries go out one after another over its
-    keep-alive connection, and their outcomes are written together
-    (``recording.record_all``): a batch costs a handful of statements, not a handful
-    per delivery. The dispatcher batches by endpoint (``deliveries.tasks``),
-    so a slow receiver only ever delays its own deliveries.
 
-    Exceptions in our own code are counted against the delivery they hit
-    (``internal_failures``); after ``HOOKPOST_MAX_INTERNAL_FAILURES`` it is
-    dead-lettered with the reason, so poison work cannot crash-loop a worker.
+def delivery_start_batch(
+    *, delivery_ids: Sequence[int], token: str | None, endpoint_uid: str | None = None
+) -> None:
+    """Claim a batch of deliveries and start their sends on the send loop; return at once.
+
+    Waits first, before claiming anything, while this process has its
+    ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` requests in flight. The dispatcher
+    batches by endpoint (``deliveries.tasks``), so a slow receiver only
+    ever delays its own deliveries.
+    """
+    send_loop.wait_for_room()
+    _, batches = _begin(delivery_ids, token, endpoint_uid)
+    for batch in batches:
+        send_loop.start_batch(send_all(batch), reserve=batch.ticket.places, finish=finish)
+
+
+def _begin(
+    delivery_ids: Sequence[int], token: str | None, endpoint_uid: str | None
+) -> tuple[dict[int, str], list[Batch]]:
+    """Claim, and admit each endpoint's group: (statuses of those settled without a send,
+    the batches to send).
 
     ``endpoint_uid``, the endpoint of every delivery in the batch, comes with
     the tasks the dispatcher queues. With it, a batch for an endpoint whose
     places are all taken joins the endpoint's line unclaimed
     (``line.wait_in_line_unclaimed``): a claim loads every delivery with its
-    message, all thrown away when admission then refuses the batch, and a
-    busy endpoint refuses about every other batch it is sent.
+    message, all thrown away when admission then refuses the batch.
+
+    Exceptions in our own code are counted against the delivery they hit
+    (``internal_failures``); after ``HOOKPOST_MAX_INTERNAL_FAILURES`` it is
+    dead-lettered with the reason, so poison work cannot crash-loop a worker.
     """
     if endpoint_uid and token and bulkhead.is_full(endpoint_uid=endpoint_uid):
-        return line.wait_in_line_unclaimed(endpoint_uid, delivery_ids, token)
+        return line.wait_in_line_unclaimed(endpoint_uid, delivery_ids, token), []
     claimed, lease = leases.deliveries_claim(delivery_ids=delivery_ids, token=token)
     statuses: dict[int, str] = {}
+    batches: list[Batch] = []
     for endpoint, group in leases.by_endpoint(claimed):
         try:
-            statuses.update(_attempt_all(endpoint, group, lease))
-        except Exception as exc:  # admission or recording broke: charge every undecided delivery
-            logger.exception(
-                "internal error delivering to %s", endpoint.uid, extra={"endpoint": endpoint.uid}
-            )
-            for delivery in group:
-                if delivery.pk not in statuses:
-                    statuses[delivery.pk] = recording.record_internal_failure(delivery, lease, exc)
-    return statuses
+            admitted = _admit(endpoint, group, lease)
+        except Exception as exc:  # admission broke: charge every delivery of the group
+            statuses.update(_charge_all(endpoint, group, lease, exc))
+            continue
+        if isinstance(admitted, Batch):
+            batches.append(admitted)
+        else:
+            statuses.update(admitted)
+    return statuses, batches
 
 
-def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> dict[int, str]:
-    """Attempt one endpoint's claimed deliveries in order, then record them together.
+def _admit(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> Batch | dict[int, str]:
+    """Admit one endpoint's claimed deliveries as a batch, or settle them without a send.
 
-    One admission covers the batch: the breaker is asked once and one bulkhead
-    place is held, as the sends are sequential. The batch stops early, handing
-    the rest back untouched (``deferral.hand_back``), when an attempt fails (the breaker
-    decides what happens to the rest), when the breaker made this batch its
-    probe (one attempt only), when the rate limit refuses, or when the send
-    budget is spent (the lease covers the budget plus one timeout).
+    One admission covers the batch: the breaker is asked once, and the batch
+    takes as many of the endpoint's places as it has deliveries, up to those
+    free under its cap; that many of its requests are in flight at once.
+
+    An endpoint that has never answered 2xx, or is failing now (``lanes.lane_of_fresh``
+    is the retry lane), gets one place per batch: a receiver that hangs is not known
+    to until its first timeout, and a thousand new endpoints that all hang must not
+    fill the process's ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` ten requests each. Its first
+    success lifts that for its next batches.
     """
     if not endpoint.enabled:
         return deferral.finish_all(
@@ -97,7 +166,10 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
             error=f"endpoint disabled: {endpoint.disabled_reason}",
         )
     lease_seconds = leases.lease_seconds(leases.timeout_of(endpoint), batch=len(deliveries) > 1)
-    ticket = admission.admit(endpoint=endpoint, delivery_uid=deliveries[0].uid, lease_seconds=lease_seconds)
+    places = len(deliveries) if lane_of_fresh(endpoint) is Lane.FIRST else 1
+    ticket = admission.admit(
+        endpoint=endpoint, delivery_uid=deliveries[0].uid, lease_seconds=lease_seconds, places=places
+    )
     if ticket.defer_seconds is not None:
         if ticket.waits_for_place:
             return line.wait_in_line(endpoint, deliveries, lease, seconds=ticket.defer_seconds)
@@ -106,68 +178,116 @@ def _attempt_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> 
         finally:
             if ticket.freed_a_place:
                 line.send_on_next_in_line(endpoint.uid)
-    statuses: dict[int, str] = {}
-    sent: list[Sent] = []
-    results: list[TransportResult] = []
-    rest: list[Delivery] = []  # claimed but not to be sent now: handed back after recording
-    rest_wait: float | None = None  # None: released as they are; else deferred this long
-    began = time.monotonic()
-    secrets: list[str] | None = None
     try:
-        for index, delivery in enumerate(deliveries):
-            if index and (
-                ticket.probe or time.monotonic() - began > settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS
-            ):
-                rest = deliveries[index:]
-                break
-            if index:
-                try:
-                    rest_wait = admission.take_rate(endpoint=endpoint, delivery_uid=delivery.uid)
-                except Exception:
-                    logger.exception("rate limit unavailable for %s; handing the rest back", endpoint.uid)
-                    rest = deliveries[index:]
-                    break
-                if rest_wait is not None:
-                    rest = deliveries[index:]
-                    break
-            try:
-                if secrets is None:
-                    secrets = endpoint_signing_secrets(endpoint=endpoint)
-                started_at = timezone.now()
-                request = outbound.build_request(delivery, endpoint, int(started_at.timestamp()), secrets)
-                result = outbound.transport().send(
-                    request.url, request.headers, request.body, timeout=request.timeout
-                )
-            except Exception as exc:
-                logger.exception(
-                    "internal error delivering %s", delivery.uid, extra={"delivery": delivery.uid}
-                )
-                statuses[delivery.pk] = recording.record_internal_failure(delivery, lease, exc)
-                continue
-            results.append(result)
-            try:
-                decision = _decide(delivery, endpoint, result)
-            except Exception as exc:
-                logger.exception("internal error deciding %s", delivery.uid, extra={"delivery": delivery.uid})
-                statuses[delivery.pk] = recording.record_internal_failure(delivery, lease, exc)
-                continue
-            sent.append(Sent(delivery, started_at, request, result, decision))
-            if not result.ok:
-                rest = deliveries[index + 1 :]
-                break
+        secrets = endpoint_signing_secrets(endpoint=endpoint)
+    except Exception:
+        ticket.release()
+        raise
+    return Batch(endpoint, deliveries, lease, ticket, secrets)
+
+
+async def send_all(batch: Batch) -> Batch:
+    """Send the batch's deliveries in order, up to ``ticket.places`` at once; never raises.
+
+    No further attempt starts when one has failed (the breaker decides what
+    happens to the rest), when the batch is the breaker's probe (one attempt
+    only), when the rate limit refuses, or when the send budget is spent (the
+    lease covers the budget plus one timeout). What was not started is the
+    batch's ``rest``.
+    """
+    places = asyncio.Semaphore(batch.ticket.places)
+    began = time.monotonic()
+    sends: list[asyncio.Task[None]] = []
+    for index, delivery in enumerate(batch.deliveries):
+        await places.acquire()
+        if index and await _stop_before(batch, delivery, began):
+            places.release()
+            batch.rest = batch.deliveries[index:]
+            break
+        sends.append(asyncio.create_task(_send_one(batch, delivery, places)))
+    await asyncio.gather(*sends)
+    return batch
+
+
+async def _stop_before(batch: Batch, delivery: Delivery, began: float) -> bool:
+    """Whether the batch starts no more attempts before ``delivery`` (see ``send_all``)."""
+    if (
+        batch.stopped
+        or batch.ticket.probe
+        or time.monotonic() - began > settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS
+    ):
+        return True
+    if not batch.endpoint.rate_limit:
+        return False
+    take = functools.partial(admission.take_rate, endpoint=batch.endpoint, delivery_uid=delivery.uid)
+    try:
+        batch.rest_wait = await asyncio.get_running_loop().run_in_executor(None, take)
+    except Exception:
+        logger.exception("rate limit unavailable for %s; handing the rest back", batch.endpoint.uid)
+        return True
+    return batch.rest_wait is not None
+
+
+async def _send_one(batch: Batch, delivery: Delivery, places: asyncio.Semaphore) -> None:
+    endpoint = batch.endpoint
+    try:
+        started_at = timezone.now()
+        request = outbound.build_request(delivery, endpoint, int(started_at.timestamp()), batch.secrets)
+        result = await outbound.transport().post(
+            request.url, request.headers, request.body, timeout=request.timeout
+        )
+    except Exception as exc:
+        logger.exception("internal error delivering %s", delivery.uid, extra={"delivery": delivery.uid})
+        batch.failed.append((delivery, exc))
+        return
     finally:
-        _settle(ticket, results)
+        places.release()
+    batch.results.append(result)
+    try:
+        decision = _decide(delivery, endpoint, result)
+    except Exception as exc:
+        logger.exception("internal error deciding %s", delivery.uid, extra={"delivery": delivery.uid})
+        batch.failed.append((delivery, exc))
+        return
+    batch.sent.append(Sent(delivery, started_at, request, result, decision))
+    if not result.ok:
+        batch.stopped = True
+
+
+def finish(batch: Batch) -> dict[int, str]:
+    """After the sends: count the results in the breaker, free the places, record what
+    went out, charge what our code failed on, hand back the rest; each delivery's status.
+
+    What went out is recorded first: trouble handing back the rest must never
+    cost the record of a request that was sent. The endpoint's line waits for
+    that too.
+    """
+    ticket, lease, endpoint = batch.ticket, batch.lease, batch.endpoint
+    statuses: dict[int, str] = {}
+    try:
+        _settle(ticket, batch.results)
+    finally:
         ticket.release()
     freed_a_place = ticket.hold is not None and ticket.hold.endpoint_key is not None
     try:
-        # What went out is recorded first: trouble handing back the rest must never cost
-        # the record of a request that was sent. The line waits for that too.
-        statuses.update(recording.record_all(sent, lease))
-        statuses.update(deferral.hand_back(rest, lease, rest_wait))
+        statuses.update(recording.record_all(batch.sent, lease))
+        for delivery, exc in batch.failed:
+            statuses[delivery.pk] = recording.record_internal_failure(delivery, lease, exc)
+        statuses.update(deferral.hand_back(batch.rest, lease, batch.rest_wait))
+    except Exception as exc:  # recording broke: charge every undecided delivery
+        undecided = [d for d in batch.deliveries if d.pk not in statuses]
+        statuses.update(_charge_all(endpoint, undecided, lease, exc))
     finally:
         if freed_a_place:
             line.send_on_next_in_line(endpoint.uid)
     return statuses
+
+
+def _charge_all(endpoint: Endpoint, deliveries: list[Delivery], lease: str, exc: Exception) -> dict[int, str]:
+    logger.error(
+        "internal error delivering to %s", endpoint.uid, exc_info=exc, extra={"endpoint": endpoint.uid}
+    )
+    return {d.pk: recording.record_internal_failure(d, lease, exc) for d in deliveries}
 
 
 def _decide(delivery: Delivery, endpoint: Endpoint, result: TransportResult) -> retry.Decision:

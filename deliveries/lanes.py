@@ -38,8 +38,9 @@ def lane_of(
     failing (failures in a row, or a circuit not closed), and work for an
     endpoint that has never succeeded. The last matters most: a new endpoint
     that hangs is not known to fail until its first timeout, and meanwhile
-    each of its fresh messages would hold a first-lane worker thread for that
-    long, ahead of every healthy endpoint's messages.
+    each of its fresh messages would hold a first-lane request in flight for
+    that long, beside every healthy endpoint's messages (the engine also gives
+    such an endpoint one place per batch).
     """
     first = (
         attempt_count == 0

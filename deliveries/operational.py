@@ -51,7 +51,7 @@ _transport: Transport | None = None
 def _operator_transport() -> Transport:
     global _transport
     if _transport is None:
-        _transport = Transport(num_pools=4)
+        _transport = Transport()
     return _transport
 
 

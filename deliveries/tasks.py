@@ -30,9 +30,10 @@ def deliver_batch(
     delivery_ids: list[int], token: str | None = None, endpoint_uid: str | None = None, **_: object
 ) -> None:
     """Deliver up to ``HOOKPOST_DELIVERY_BATCH_SIZE`` deliveries to one endpoint (``endpoint_uid``;
-    None in tasks queued before it was sent). Keyword arguments a newer version adds are
+    None in tasks queued before it was sent). Returns once the sends are under way; the
+    worker's send loop records them. Keyword arguments a newer version adds are
     ignored, so tasks queued by it during a rolling upgrade still run here."""
-    engine.delivery_run_batch(delivery_ids=delivery_ids, token=token, endpoint_uid=endpoint_uid)
+    engine.delivery_start_batch(delivery_ids=delivery_ids, token=token, endpoint_uid=endpoint_uid)
 
 
 @shared_task(name="hookpost.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -152,7 +152,7 @@ def test_the_replayed_attempt_has_the_same_webhook_id_and_is_appended_to_the_his
     sent: list[dict[str, str]] = []
 
     class Receiver:
-        def send(self, url, headers, body, timeout):
+        async def post(self, url, headers, body, timeout):
             sent.append(headers)
             return TransportResult(status=200, body=b"ok", duration_ms=3, connected=True)
 

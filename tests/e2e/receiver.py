@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # Hundreds of senders connect at once in some tests; the default backlog of 5
+    # would make most of them wait out SYN retransmissions.
+    request_queue_size = 1024
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int = 200
@@ -62,6 +68,11 @@ class Receiver:
         with self._lock:
             return self._peak_open.get(path, 0)
 
+    def open_now(self, path: str | None = None) -> int:
+        """Requests (to ``path``, or to any) that arrived and are not yet answered."""
+        with self._lock:
+            return sum(n for p, n in self._open.items() if path is None or p == path)
+
     def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> list[Received]:
         """Wait until ``count`` requests arrived (at ``path``); fail the test otherwise."""
         deadline = time.monotonic() + timeout
@@ -105,14 +116,18 @@ class Receiver:
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
+                # A 204 or 304 has no body (RFC 9110 6.4.1): bytes after it would be read
+                # as the next reply on the keep-alive connection.
+                body = b"" if reply.status in (204, 304) else reply.body
+                if reply.status not in (204, 304):
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

@@ -23,6 +23,9 @@ class ScriptedTransport:
         self.statuses = list(statuses) or [200]
         self.sent: list[str] = []
 
+    async def post(self, url: str, headers: Any, body: bytes, timeout: float, **kw: Any) -> TransportResult:
+        return self.send(url, headers, body, timeout, **kw)
+
     def send(self, url: str, headers: Any, body: bytes, timeout: float, **kwargs: Any) -> TransportResult:
         self.sent.append(url)
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]

@@ -1,13 +1,16 @@
 """Batches: one task delivers several deliveries to one endpoint.
 
-The engine claims them under one lease, sends them in order, and records them
-together; what it does not send (after a failure, a probe, a spent budget)
-goes back to the schedule untouched, and one bad delivery never costs the
-others their record. Real PostgreSQL and Redis, scripted transport.
+The engine claims them under one lease, starts them in order, as many at once
+as the places it holds at the endpoint, and records them together; what it
+does not send (after a failure, a probe, a spent budget) goes back to the
+schedule untouched, and one bad delivery never costs the others their record.
+Real PostgreSQL and Redis, scripted transport. The endpoint of most tests has
+one place, so its batch goes out one request at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -15,9 +18,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries import engine, leases, outbound
+from deliveries import bulkhead, engine, leases, outbound, recording
 from deliveries.models import Attempt, Delivery
 from deliveries.scheduler import due_deliveries
+from deliveries.transport import TransportResult
 from tests.factories import EndpointFactory
 from tests.unit.protection_helpers import ScriptedTransport, leased_batch, open_circuit
 
@@ -26,7 +30,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def endpoint() -> Any:
-    return EndpointFactory(retry_schedule=[60] * 5)
+    return EndpointFactory(retry_schedule=[60] * 5, max_in_flight=1)
 
 
 def _script(monkeypatch: Any, *statuses: int | None) -> ScriptedTransport:
@@ -141,19 +145,17 @@ def test_a_half_open_circuit_lets_one_probe_out_of_a_batch(monkeypatch, settings
 
 
 def test_a_lost_lease_costs_only_that_delivery_its_record(monkeypatch, endpoint):
+    _script(monkeypatch, 200)
     deliveries, token = leased_batch(endpoint, 3)
     lost = deliveries[1]
+    record_all = recording.record_all
 
-    class StealingTransport(ScriptedTransport):
-        """While the batch is sending, another worker takes over the second delivery."""
+    def stolen_first(*args: Any, **kwargs: Any) -> Any:
+        # while the batch was sending, another worker took over the second delivery
+        Delivery.objects.filter(pk=lost.pk).update(lease_token="someone-else")
+        return record_all(*args, **kwargs)
 
-        def send(self, *args: Any, **kwargs: Any) -> Any:
-            if len(self.sent) == 2:
-                Delivery.objects.filter(pk=lost.pk).update(lease_token="someone-else")
-            return super().send(*args, **kwargs)
-
-    stealing = StealingTransport(200)
-    monkeypatch.setattr(outbound, "transport", lambda: stealing)
+    monkeypatch.setattr(recording, "record_all", stolen_first)
 
     statuses = _run(deliveries, token)
 
@@ -164,6 +166,81 @@ def test_a_lost_lease_costs_only_that_delivery_its_record(monkeypatch, endpoint)
         ("succeeded", 1, None),
     ]
     assert not Attempt.objects.filter(delivery=lost).exists()
+
+
+class _Gate:
+    """A transport whose requests all wait until ``opened`` of them are in flight together
+    (or a second has passed); it records the most it saw at once."""
+
+    def __init__(self, opened: int) -> None:
+        self.opened = opened
+        self.open_now = 0
+        self.peak = 0
+        self.sent = 0
+
+    async def post(self, *args: Any, **kwargs: Any) -> TransportResult:
+        self.sent += 1
+        self.open_now += 1
+        self.peak = max(self.peak, self.open_now)
+        for _ in range(100):
+            if self.open_now >= self.opened:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+        self.open_now -= 1
+        return TransportResult(status=204, duration_ms=10, connected=True)
+
+
+def test_a_batch_has_as_many_requests_in_flight_as_places_it_holds(monkeypatch):
+    # given an endpoint with four places and a batch of ten
+    gate = _Gate(opened=4)
+    monkeypatch.setattr(outbound, "transport", lambda: gate)
+    deliveries, token = leased_batch(EndpointFactory(max_in_flight=4, last_success_at=timezone.now()), 10)
+
+    statuses = _run(deliveries, token)
+
+    # then four requests were in flight at once, never more, and all ten are recorded
+    assert gate.peak == 4
+    assert statuses == {d.pk: "succeeded" for d in deliveries}
+    assert Attempt.objects.filter(delivery__in=deliveries).count() == 10
+
+
+def test_an_endpoint_never_yet_successful_gets_one_request_at_a_time(monkeypatch):
+    # given a new endpoint with four places: not known to answer at all yet
+    gate = _Gate(opened=1)
+    monkeypatch.setattr(outbound, "transport", lambda: gate)
+    endpoint = EndpointFactory(max_in_flight=4, last_success_at=None)
+    deliveries, token = leased_batch(endpoint, 3)
+
+    statuses = _run(deliveries, token)
+
+    # then its batch went out one request at a time, and its first success lifts that
+    assert gate.peak == 1 and set(statuses.values()) == {"succeeded"}
+    gate = _Gate(opened=3)
+    monkeypatch.setattr(outbound, "transport", lambda: gate)
+    deliveries, token = leased_batch(endpoint, 3)
+    _run(deliveries, token)
+    assert gate.peak == 3
+
+
+def test_a_batch_takes_only_the_places_left_free_under_the_cap(monkeypatch):
+    # given an endpoint with four places, three of them held by other batches
+    endpoint = EndpointFactory(max_in_flight=4, last_success_at=timezone.now())
+    others = bulkhead.acquire(
+        endpoint_uid=endpoint.uid, slow=False, lease_seconds=60, timeout_seconds=5, max_in_flight=4, wanted=3
+    )
+    assert isinstance(others, bulkhead.Hold) and others.count == 3
+    gate = _Gate(opened=1)
+    monkeypatch.setattr(outbound, "transport", lambda: gate)
+    deliveries, token = leased_batch(endpoint, 5)
+
+    statuses = _run(deliveries, token)
+    others.release()
+
+    # then the batch sent one request at a time, and gave its place back
+    assert gate.peak == 1
+    assert set(statuses.values()) == {"succeeded"}
+    assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
 
 
 def test_a_delivery_that_cannot_be_recorded_does_not_poison_its_batch(monkeypatch, endpoint):

@@ -78,7 +78,7 @@ class _Answering:
         self.results = list(results)
         self.sent = 0
 
-    def send(self, *args: Any, **kwargs: Any) -> TransportResult:
+    async def post(self, *args: Any, **kwargs: Any) -> TransportResult:
         self.sent += 1
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
 

@@ -58,7 +58,7 @@ def never_sent(monkeypatch) -> None:
     """Any request reaching the transport fails the test."""
 
     class NoTransport:
-        def send(self, *args: Any, **kwargs: Any) -> Any:
+        async def post(self, *args: Any, **kwargs: Any) -> Any:
             raise AssertionError("nothing may be sent")
 
     monkeypatch.setattr(outbound, "transport", lambda: NoTransport())
@@ -128,7 +128,7 @@ def test_an_error_in_the_transport_is_counted_the_same_way(settings, monkeypatch
     settings.HOOKPOST_MAX_INTERNAL_FAILURES = 2
 
     class Broken:
-        def send(self, *args: Any, **kwargs: Any) -> Any:
+        async def post(self, *args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("bug in the transport")
 
     monkeypatch.setattr(outbound, "transport", lambda: Broken())
@@ -170,7 +170,7 @@ def test_a_real_attempt_after_an_internal_error_resets_the_count(settings, monke
     monkeypatch.setattr(outbound, "build_request", real_build)
 
     class Failing:
-        def send(self, *args: Any, **kwargs: Any) -> TransportResult:
+        async def post(self, *args: Any, **kwargs: Any) -> TransportResult:
             return TransportResult(status=500, body=b"oops", duration_ms=2, connected=True)
 
     monkeypatch.setattr(outbound, "transport", lambda: Failing())
@@ -190,7 +190,7 @@ def test_a_database_error_while_recording_rolls_the_move_back_and_is_counted(set
     Attempt.objects.create(delivery=delivery, number=1, response_status=500)
 
     class Accepting:
-        def send(self, *args: Any, **kwargs: Any) -> TransportResult:
+        async def post(self, *args: Any, **kwargs: Any) -> TransportResult:
             return TransportResult(status=200, body=b"ok", duration_ms=2, connected=True)
 
     monkeypatch.setattr(outbound, "transport", lambda: Accepting())

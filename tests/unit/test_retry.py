@@ -159,7 +159,7 @@ class _Answering429:
         )
         self.sent = 0
 
-    def send(self, *args: Any, **kwargs: Any) -> TransportResult:
+    async def post(self, *args: Any, **kwargs: Any) -> TransportResult:
         self.sent += 1
         return self.result
 
