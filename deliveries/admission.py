@@ -89,10 +89,17 @@ class Ticket:
             count=count,
         )
 
+    def free_places(self) -> bool:
+        """Give back the bulkhead places (idempotent); True if they were places at the
+        endpoint, which someone in its line may take now."""
+        if self.hold is None:
+            return False
+        self.hold.release()
+        return self.hold.endpoint_key is not None
+
     def release(self) -> None:
         """Give back the bulkhead places, and the probe if no result was reported."""
-        if self.hold is not None:
-            self.hold.release()
+        self.free_places()
         if self.probe and not self._settled:
             breaker.release_probe(self.endpoint, self.probe)
             self._settled = True

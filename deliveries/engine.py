@@ -76,6 +76,7 @@ class Batch:
     rest: list[Delivery] = field(default_factory=list)
     rest_wait: float | None = None
     stopped: bool = False  # an attempt failed: start no more
+    freed_at_endpoint: bool = False  # the sends ended and freed places at the endpoint
 
 
 def delivery_run(*, delivery_id: int, token: str | None) -> str | None:
@@ -206,7 +207,20 @@ async def send_all(batch: Batch) -> Batch:
             break
         sends.append(asyncio.create_task(_send_one(batch, delivery, places)))
     await asyncio.gather(*sends)
+    # The places are for requests in flight: free them now (Redis only: no database
+    # connection off the recorders), not after recording.
+    batch.freed_at_endpoint = await asyncio.get_running_loop().run_in_executor(None, _free_places, batch)
     return batch
+
+
+def _free_places(batch: Batch) -> bool:
+    """Free the batch's places; True if they were places at the endpoint. Trouble is
+    logged only: places lapse with their lease."""
+    try:
+        return batch.ticket.free_places()
+    except Exception:
+        logger.exception("could not free the places of a batch to %s", batch.endpoint.uid)
+        return False
 
 
 async def _stop_before(batch: Batch, delivery: Delivery, began: float) -> bool:
@@ -255,20 +269,23 @@ async def _send_one(batch: Batch, delivery: Delivery, places: asyncio.Semaphore)
 
 
 def finish(batch: Batch) -> dict[int, str]:
-    """After the sends: count the results in the breaker, free the places, record what
-    went out, charge what our code failed on, hand back the rest; each delivery's status.
+    """After the sends (whose places ``send_all`` freed): send the endpoint's line on,
+    count the results in the breaker, record what went out, charge what our code
+    failed on, hand back the rest; each delivery's status.
 
-    What went out is recorded first: trouble handing back the rest must never
-    cost the record of a request that was sent. The endpoint's line waits for
-    that too.
+    The endpoint's line is sent on first, so its next batch is claimed while
+    this one is recorded (``send_on_next_in_line`` never raises). What went out
+    is recorded before the rest is handed back: trouble handing it back must
+    never cost the record of a request that was sent.
     """
     ticket, lease, endpoint = batch.ticket, batch.lease, batch.endpoint
     statuses: dict[int, str] = {}
+    if batch.freed_at_endpoint:
+        line.send_on_next_in_line(endpoint.uid)
     try:
         _settle(ticket, batch.results)
     finally:
         ticket.release()
-    freed_a_place = ticket.hold is not None and ticket.hold.endpoint_key is not None
     try:
         statuses.update(recording.record_all(batch.sent, lease))
         for delivery, exc in batch.failed:
@@ -277,9 +294,6 @@ def finish(batch: Batch) -> dict[int, str]:
     except Exception as exc:  # recording broke: charge every undecided delivery
         undecided = [d for d in batch.deliveries if d.pk not in statuses]
         statuses.update(_charge_all(endpoint, undecided, lease, exc))
-    finally:
-        if freed_a_place:
-            line.send_on_next_in_line(endpoint.uid)
     return statuses
 
 
