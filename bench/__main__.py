@@ -4,7 +4,8 @@ Order (each step on a clean broker, only the processes it needs running):
 floor -> naive -> django-webhook -> Hookpost ingest (API) -> Hookpost
 end-to-end 1:1, fan-out 1->100, latency at half load -> receivers that wait
 50 and 200 ms (Hookpost beside a reference aiohttp sender) -> isolation, in pairs
-of a run without and a run with failing endpoints -> the backlog's memory. Then docs/BENCHMARKS.md,
+of a run without and a run with failing and hanging endpoints -> requests in
+flight in one worker process -> the backlog's memory. Then docs/BENCHMARKS.md,
 docs/benchmarks.json and docs/benchmarks.png (or ``--out DIR``). Exit status
 1 when the ledger found a loss (the run is FAILED) or a measurement could not
 run.
@@ -50,6 +51,8 @@ class Sizes:
     isolation_latency_seconds: float
     isolation_pairs: int
     failing_endpoints: int
+    hanging_endpoints: int
+    in_flight_endpoints: int
     broken_interval: float
     broken_warmup_seconds: float
     backlog_pending: int
@@ -85,6 +88,8 @@ MODES = {
         # them); five is what the 20 minutes allow.
         isolation_pairs=5,
         failing_endpoints=1000,
+        hanging_endpoints=1000,
+        in_flight_endpoints=100,
         broken_interval=2.0,
         broken_warmup_seconds=20,
         backlog_pending=1_000_000,
@@ -109,6 +114,8 @@ MODES = {
         isolation_latency_seconds=4,
         isolation_pairs=1,
         failing_endpoints=60,
+        hanging_endpoints=60,
+        in_flight_endpoints=50,
         broken_interval=1.0,
         broken_warmup_seconds=3,
         backlog_pending=50_000,
@@ -133,6 +140,8 @@ MODES = {
         isolation_latency_seconds=3,
         isolation_pairs=1,
         failing_endpoints=9,
+        hanging_endpoints=9,
+        in_flight_endpoints=5,
         broken_interval=1.0,
         broken_warmup_seconds=2,
         backlog_pending=2000,
@@ -155,6 +164,7 @@ STEPS = (
     "latency-50",
     "latency-200",
     "isolation",
+    "in-flight",
     "backlog",
 )
 
@@ -411,6 +421,7 @@ def _run_all(
             side: [] for side in ("without", "with", "without latency", "with latency")
         }
         broken_sent = 0
+        jams: list[dict[str, float]] = []
 
         def measure(side: str, index: int, groups: dict[str, list[Process]]) -> dict[str, float]:
             label = f"isolation {side}"
@@ -447,7 +458,7 @@ def _run_all(
                 without = measure("without", index, groups)
                 failing, interval = sizes.failing_endpoints, sizes.broken_interval
                 broken = hookpost.BrokenTraffic(
-                    env, nginx, hanging, failing, interval, f"bench-broken-{index}"
+                    env, nginx, hanging, failing, sizes.hanging_endpoints, interval, f"bench-broken-{index}"
                 ).start()
                 try:
                     time.sleep(sizes.broken_warmup_seconds)
@@ -457,6 +468,7 @@ def _run_all(
                     broken.check_alive()  # the whole "with" measurement ran beside broken traffic
                 finally:
                     broken.stop()
+                jams.append(broken.hanging_attempt_lag())
                 broken_sent += broken.sent
             finally:
                 stack.stop()
@@ -469,8 +481,16 @@ def _run_all(
         results["isolation_without"] = {k: v.as_dict() for k, v in sides["without"].items()}
         results["isolation_with"] = {k: v.as_dict() for k, v in sides["with"].items()}
         results["isolation_with"]["failing_endpoints"] = sizes.failing_endpoints
+        results["isolation_with"]["hanging_endpoints"] = sizes.hanging_endpoints
         results["isolation_with"]["broken_messages"] = broken_sent
-        results["isolation_with"]["broken_deliveries"] = broken_sent * sizes.failing_endpoints
+        results["isolation_with"]["broken_deliveries"] = broken_sent * (
+            sizes.failing_endpoints + sizes.hanging_endpoints
+        )
+        results["isolation_hanging"] = {
+            "worst_first_attempt_wait_s": max(j["worst_first_attempt_wait_s"] for j in jams),
+            "endpoints_unattempted_past_bound": sum(int(j["endpoints_unattempted_past_bound"]) for j in jams),
+            "endpoints_attempted": sum(int(j["endpoints_attempted"]) for j in jams),
+        }
         results["isolation_pairs"] = pairs
         results["isolation_cpu"] = cpu
 
@@ -506,6 +526,18 @@ def _run_all(
         if figures["duplicates"]:
             raise RuntimeError(f"{figures['duplicates']} deliveries arrived twice during the backlog run")
 
+    def in_flight() -> None:
+        from bench import in_flight as step
+
+        figures = step.measure(env, hanging, endpoints=sizes.in_flight_endpoints)
+        results["in_flight"] = figures
+        print(
+            f"  in flight: {figures['requests_in_flight']} requests open in one worker process, "
+            f"{figures.get('db_connections', 'n/a')} PostgreSQL connections, "
+            f"RSS {figures.get('rss_kb', 0) / 1024:.0f} MB",
+            flush=True,
+        )
+
     steps = {
         "floor": floor,
         "naive": naive,
@@ -515,6 +547,7 @@ def _run_all(
         "latency-50": waiting(50),
         "latency-200": waiting(200),
         "isolation": isolation,
+        "in-flight": in_flight,
         "backlog": backlog_memory,
     }
     assert set(STEPS) == set(steps)

@@ -28,7 +28,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 # threads per worker process, and processes for the first lane (one per core of
 # this 2-core machine; one Python process cannot use a second core). The
 # baselines' workers get the same processes and threads.
-WORKER_CONCURRENCY = 16
+WORKER_CONCURRENCY = 4
 WORKER_PROCESSES = 2
 
 

@@ -409,8 +409,9 @@ def ingest_run(
 
 
 class BrokenTraffic:
-    """A tenant whose ``n`` endpoints all fail (a third refused, a third 500, a third hanging),
-    receiving one message every ``interval`` seconds.
+    """A tenant whose ``failing`` endpoints all fail (half refused, half 500) and whose
+    ``hanging`` endpoints accept and never answer (until their 15 s timeout), receiving
+    one message every ``interval`` seconds.
 
     The messages are published by a process of their own (``python -m bench.hookpost
     broken``), as another service would publish them: from a thread of this process,
@@ -419,18 +420,18 @@ class BrokenTraffic:
     """
 
     def __init__(
-        self, env: BenchEnv, nginx: Nginx, hanging: Hanging, n: int, interval: float, uid: str
+        self,
+        env: BenchEnv,
+        nginx: Nginx,
+        hanging: Hanging,
+        failing: int,
+        hung: int,
+        interval: float,
+        uid: str,
     ) -> None:
-        urls = []
-        for i in range(n):
-            kind = i % 3
-            urls.append(
-                refused_url(f"/refused/{i}")
-                if kind == 0
-                else nginx.url(f"/fail/{i}")
-                if kind == 1
-                else hanging.url(f"/hang/{i}")
-            )
+        urls = [refused_url(f"/refused/{i}") if i % 2 else nginx.url(f"/fail/{i}") for i in range(failing)]
+        self.hanging_prefix = hanging.url("/hang/")
+        urls += [hanging.url(f"/hang/{i}") for i in range(hung)]
         self.tenant = make_tenant(uid, urls)
         self.env = env
         self.interval = interval
@@ -465,6 +466,35 @@ class BrokenTraffic:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def hanging_attempt_lag(self) -> dict[str, float]:
+        """Whether the hanging endpoints' work jammed: for each hanging endpoint, how long its
+        first message waited for its first attempt to start (accepted -> started); the worst
+        of them, and how many endpoints had no attempt though their first message was
+        accepted longer ago than the timeout + 10 s (issue 18: none; later messages may be
+        deferred by the endpoint's breaker and cap, which is the protection at work)."""
+        from datetime import timedelta
+
+        from django.conf import settings
+        from django.db.models import Min
+        from django.utils import timezone
+
+        from deliveries.models import Delivery
+
+        timeout = settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS
+        per_endpoint = (
+            Delivery.objects.filter(tenant=self.tenant.model, endpoint__url__startswith=self.hanging_prefix)
+            .values("endpoint_id")
+            .annotate(accepted=Min("message__created_at"), first=Min("attempts__started_at"))
+        )
+        bound = timezone.now() - timedelta(seconds=timeout + 10)
+        lags = [(row["first"] - row["accepted"]).total_seconds() for row in per_endpoint if row["first"]]
+        late = sum(1 for row in per_endpoint if row["first"] is None and row["accepted"] < bound)
+        return {
+            "worst_first_attempt_wait_s": max(lags, default=float("nan")),
+            "endpoints_unattempted_past_bound": float(late),
+            "endpoints_attempted": float(len(lags)),
+        }
 
 
 def _publish_broken(tenant_uid: str, interval: float, count_file: str) -> None:
