@@ -1,7 +1,7 @@
 """The baselines, measured in the same run and against the same nginx as Hookpost.
 
-- floor: a plain loop of POSTs with urllib3 (the client library of
-  deliveries/transport.py), keep-alive, no database, no queue: the most a
+- floor: a plain loop of POSTs with urllib3 (a blocking client; Hookpost's
+  transport is aiohttp), keep-alive, no database, no queue: the most a
   single Python sender can push at this receiver on this machine;
 - naive: one plain Celery task per delivery doing ``requests.post`` with
   ``self.retry`` (bench/naive_app.py), the same worker processes, pool and concurrency;
@@ -25,7 +25,16 @@ from pathlib import Path
 import urllib3
 
 from bench import ledger
-from bench.env import ROOT, VAR, WORKER_PROCESSES, BenchEnv, Process, flush_redis, worker_command
+from bench.env import (
+    BASELINE_CONCURRENCY,
+    ROOT,
+    VAR,
+    WORKER_PROCESSES,
+    BenchEnv,
+    Process,
+    flush_redis,
+    worker_command,
+)
 from bench.receivers import Nginx, wait_for_arrivals
 
 DJW_VENV = VAR / "djw-venv"
@@ -79,7 +88,13 @@ class NaiveWorker:
         self.processes = [
             Process(
                 f"naive-worker-{i}",
-                worker_command(sys.executable, "bench.naive_app", "bench.naive", f"naive-{i}"),
+                worker_command(
+                    sys.executable,
+                    "bench.naive_app",
+                    "bench.naive",
+                    f"naive-{i}",
+                    concurrency=BASELINE_CONCURRENCY,
+                ),
                 {"BENCH_REDIS_URL": env.redis_url},
                 env.workdir / f"naive-worker-{i}.log",
             )
@@ -160,7 +175,13 @@ class DjwBaseline:
         self.processes = [
             Process(
                 f"djw-worker-{i}",
-                worker_command(self.python, "bench.djw_project.celery_app", "bench.djw", f"djw-{i}"),
+                worker_command(
+                    self.python,
+                    "bench.djw_project.celery_app",
+                    "bench.djw",
+                    f"djw-{i}",
+                    concurrency=BASELINE_CONCURRENCY,
+                ),
                 self.child_env,
                 env.workdir / f"djw-worker-{i}.log",
             )

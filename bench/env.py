@@ -25,10 +25,12 @@ VAR = ROOT / "var" / "bench"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/hookpost_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 # The worker configuration the docs recommend (docs/operations.md, "Sizing"):
-# threads per worker process, and processes for the first lane (one per core of
-# this 2-core machine; one Python process cannot use a second core). The
-# baselines' workers get the same processes and threads.
-WORKER_CONCURRENCY = 4
+# Hookpost's workers run its defaults (threads pool, 4 threads: the sends run
+# on each process's send loop), and the first lane has a process per core of
+# this 2-core machine (one Python process cannot use a second core). The
+# baselines' workers get as many processes, each with BASELINE_CONCURRENCY
+# threads: they hold a thread per request, and fewer would only starve them.
+BASELINE_CONCURRENCY = 16
 WORKER_PROCESSES = 2
 
 
@@ -70,12 +72,21 @@ class BenchEnv:
         }
 
 
-def worker_command(python: str, app: str, queues: str, name: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """``celery worker`` as every benchmark worker runs: threads pool, ``WORKER_CONCURRENCY``,
-    quiet, no gossip, mingle or heartbeat (nothing the measured work needs)."""
+def worker_command(
+    python: str,
+    app: str,
+    queues: str,
+    name: str,
+    extra: tuple[str, ...] = (),
+    concurrency: int | None = None,
+) -> list[str]:
+    """``celery worker`` as every benchmark worker runs: threads pool, quiet, no gossip,
+    mingle or heartbeat (nothing the measured work needs); ``concurrency`` threads, or
+    the app's own default (Hookpost's settings) when None."""
+    threads = ("--concurrency", str(concurrency)) if concurrency else ()
     return [
         python, "-m", "celery", "-A", app, "worker", *extra,
-        "--pool", "threads", "--concurrency", str(WORKER_CONCURRENCY), "-Q", queues,
+        "--pool", "threads", *threads, "-Q", queues,
         "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", f"bench-{name}@%h",
     ]  # fmt: skip

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import WORKER_CONCURRENCY, WORKER_PROCESSES, BenchEnv
+from bench.env import BASELINE_CONCURRENCY, WORKER_PROCESSES, BenchEnv
 from bench.latency import CONCURRENCY, ENDPOINTS
 from bench.receivers import WAIT_DELAYS_MS
 
@@ -144,11 +144,11 @@ def settings_info(env: BenchEnv) -> dict[str, Any]:
         "database": env.database_name,
         "redis": env.redis_url,
         "workers": f"first lane: {WORKER_PROCESSES} x celery -A config worker --pool threads "
-        f"--concurrency {WORKER_CONCURRENCY} -Q deliveries.first,maintenance (the first with -B); "
+        "(its default 4 threads) -Q deliveries.first,maintenance (the first with -B); "
         "retry lane: 1 x the same with -Q deliveries.retry,maintenance",
         "web": "gunicorn -c config/gunicorn.py (WEB_CONCURRENCY=2, GUNICORN_THREADS=4)",
         "naive/django-webhook workers": (
-            f"{WORKER_PROCESSES} x --pool threads --concurrency {WORKER_CONCURRENCY}"
+            f"{WORKER_PROCESSES} x --pool threads --concurrency {BASELINE_CONCURRENCY}"
         ),
         "receiver": "nginx, 1 worker process, return 204, access log per request; "
         "/wait/<D>/: echo_sleep D ms, then 204 (Debian's libnginx-mod-http-echo)",
@@ -539,9 +539,11 @@ def markdown(
         "- Every rate is deliveries ÷ (last arrival in nginx's access log - start of sending), so queueing,",
         "  scheduling and database time count. Each is the median of "
         f"{results['sizes']['repeats']} run(s) after {results['sizes']['warmup']} warm-up run(s).",
-        "- Floor: one thread, urllib3 (the library of deliveries/transport.py), keep-alive, no database,",
-        "  no queue. Naive and django-webhook run the same worker pool (threads x "
-        f"{WORKER_CONCURRENCY}) in as many processes ({WORKER_PROCESSES}) as Hookpost's first lane,",
+        "- Floor: one thread, urllib3 (a blocking client; Hookpost sends with aiohttp), keep-alive,",
+        "  no database,",
+        "  no queue. Naive and django-webhook run the threads pool (x "
+        f"{BASELINE_CONCURRENCY}, a thread per request) in as many processes ({WORKER_PROCESSES}) as "
+        "Hookpost's first lane,",
         "  on the same Redis.",
         "- Hookpost's delivery scenarios publish through `deliveries.services` in the benchmark process",
         "  (the API's own transaction and after-commit hand-off) in batches of 100; the API is timed",

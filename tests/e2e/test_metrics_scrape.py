@@ -21,9 +21,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_counters_move_by_the_right_amounts(
-    make_worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type, client
+    pool, make_worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type, client, tmp_path
 ):
+    # prefork's children count in their own processes: they share PROMETHEUS_MULTIPROC_DIR
+    pool_env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")} if pool == "prefork" else {}
+    if pool_env:
+        (tmp_path / "prometheus").mkdir()
     port = _free_port()
     api = make_client(tenant).client
     receiver.script("/ok", Reply(200))
@@ -40,7 +45,7 @@ def test_counters_move_by_the_right_amounts(
         method="POST",
         status="202",
     )
-    make_worker(extra_env={"HOOKPOST_WORKER_METRICS_PORT": str(port)})
+    make_worker(pool=pool, concurrency=2, extra_env={"HOOKPOST_WORKER_METRICS_PORT": str(port), **pool_env})
 
     messages = [publish(api, tenant, event_type, {"n": n}) for n in range(2)]
     assert_ledger(receiver, messages, [ok, flaky])

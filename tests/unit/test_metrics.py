@@ -157,3 +157,19 @@ def test_no_worker_metrics_server_without_a_port(settings):
     settings.HOOKPOST_WORKER_METRICS_PORT = 0
 
     assert start_worker_metrics_server() is None
+
+
+@pytest.mark.parametrize("given", ["name", "class"])  # worker_init sees either, by how the pool was set
+def test_a_prefork_worker_with_a_metrics_port_needs_a_multiprocess_directory(settings, monkeypatch, given):
+    from celery.concurrency import get_implementation
+
+    from config.celery import _worker_metrics
+
+    settings.HOOKPOST_WORKER_METRICS_PORT = 9999
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    pool = "prefork" if given == "name" else get_implementation("prefork")
+    sender = type("Worker", (), {"pool_cls": pool})
+
+    # the children would count where the server cannot see: the worker refuses to start
+    with pytest.raises(SystemExit, match="PROMETHEUS_MULTIPROC_DIR"):
+        _worker_metrics(sender=sender)
