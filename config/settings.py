@@ -290,7 +290,9 @@ HOOKPOST_MAX_INTERNAL_FAILURES = env_int("HOOKPOST_MAX_INTERNAL_FAILURES", 3)
 HOOKPOST_DELIVERY_BATCH_SIZE = env_int("HOOKPOST_DELIVERY_BATCH_SIZE", 100)
 # A batch starts another send only within this many seconds of its claim, so
 # its lease (one timeout + margin + this budget) always covers the last send.
-HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_SECONDS", "2") or 2)
+# Five: a batch of 100 with the default cap's 10 places needs two to a receiver
+# that answers in 200 ms, five to one that takes 500 ms.
+HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_SECONDS", "5") or 5)
 # A worker process sends on one asyncio loop (deliveries.send_loop): at most this
 # many requests in flight or reserved by its batches before its tasks wait to
 # claim more. A request in flight costs a socket and about 50 KB.
