@@ -36,24 +36,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import signals
+from deliveries import outbound, signals
 from deliveries.models import Delivery, OperationalEvent
 from deliveries.outbound import iso
-from deliveries.transport import Transport
 from webhooks import signing
 from webhooks.models import Endpoint, Membership, Tenant
 
 logger = logging.getLogger(__name__)
-
-_transport: Transport | None = None
-
-
-def _operator_transport() -> Transport:
-    global _transport
-    if _transport is None:
-        _transport = Transport()
-    return _transport
-
 
 # --- Recording ------------------------------------------------------------------------
 
@@ -182,7 +171,7 @@ def event_notify(*, event_id: int) -> bool:
             [settings.HOOKPOST_OPERATOR_WEBHOOK_SECRET], event.uid, timestamp, body
         ),
     }
-    result = _operator_transport().send(
+    result = outbound.transport().send(
         url, headers, body, timeout=float(settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS)
     )
     if result.ok:
