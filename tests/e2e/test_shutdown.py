@@ -25,10 +25,11 @@ def _release_hanging_handlers(receiver: Receiver) -> Iterator[None]:
 def test_sigterm_finishes_in_flight_deliveries_and_hands_back_the_rest(
     make_worker, receiver: Receiver, e2e_settings, make_client, tenant, event_type
 ):
-    # Given a worker with two slots and a receiver that takes 2 s per request
+    # Given an endpoint that takes two requests at a time and a receiver that takes 2 s
+    # per request (a worker sends all it may at once: the endpoint's cap keeps the rest back)
     api = make_client(tenant).client
     receiver.script("/slow", Reply(200, delay=2.0))
-    endpoint = register_endpoint(api, tenant, receiver, "/slow", timeout_seconds=10)
+    endpoint = register_endpoint(api, tenant, receiver, "/slow", timeout_seconds=10, max_in_flight=2)
     worker = make_worker(concurrency=2)
     messages = [publish(api, tenant, event_type, {"n": n}) for n in range(6)]
 
