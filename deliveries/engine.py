@@ -76,7 +76,6 @@ class Batch:
     rest: list[Delivery] = field(default_factory=list)
     rest_wait: float | None = None
     stopped: bool = False  # an attempt failed: start no more
-    freed_at_endpoint: bool = False  # the sends ended and freed places at the endpoint
 
 
 def delivery_run(*, delivery_id: int, token: str | None) -> str | None:
@@ -207,20 +206,7 @@ async def send_all(batch: Batch) -> Batch:
             break
         sends.append(asyncio.create_task(_send_one(batch, delivery, places)))
     await asyncio.gather(*sends)
-    # The places are for requests in flight: free them now (Redis only: no database
-    # connection off the recorders), not after recording.
-    batch.freed_at_endpoint = await asyncio.get_running_loop().run_in_executor(None, _free_places, batch)
     return batch
-
-
-def _free_places(batch: Batch) -> bool:
-    """Free the batch's places; True if they were places at the endpoint. Trouble is
-    logged only: places lapse with their lease."""
-    try:
-        return batch.ticket.free_places()
-    except Exception:
-        logger.exception("could not free the places of a batch to %s", batch.endpoint.uid)
-        return False
 
 
 async def _stop_before(batch: Batch, delivery: Delivery, began: float) -> bool:
@@ -269,21 +255,24 @@ async def _send_one(batch: Batch, delivery: Delivery, places: asyncio.Semaphore)
 
 
 def finish(batch: Batch) -> dict[int, str]:
-    """After the sends (whose places ``send_all`` freed): send the endpoint's line on,
-    count the results in the breaker, record what went out, charge what our code
-    failed on, hand back the rest; each delivery's status.
+    """After the sends: count the results in the breaker, free the places and send the
+    endpoint's line on, record what went out, charge what our code failed on, hand
+    back the rest; each delivery's status.
 
-    The endpoint's line is sent on first, so its next batch is claimed while
-    this one is recorded (``send_on_next_in_line`` never raises). What went out
-    is recorded before the rest is handed back: trouble handing it back must
-    never cost the record of a request that was sent.
+    The breaker counts before the places are free, so no request takes a place
+    before the failures it follows are counted. The places are for requests in
+    flight, so they are freed and the line sent on before recording: the
+    endpoint's next batch is claimed while this one is recorded
+    (``send_on_next_in_line`` never raises). What went out is recorded before
+    the rest is handed back: trouble handing it back must never cost the record
+    of a request that was sent.
     """
     ticket, lease, endpoint = batch.ticket, batch.lease, batch.endpoint
     statuses: dict[int, str] = {}
-    if batch.freed_at_endpoint:
-        line.send_on_next_in_line(endpoint.uid)
     try:
         _settle(ticket, batch.results)
+        if ticket.free_places():
+            line.send_on_next_in_line(endpoint.uid)
     finally:
         ticket.release()
     try:
