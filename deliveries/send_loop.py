@@ -123,12 +123,6 @@ def wait_for_room() -> None:
         _room.wait_for(lambda: _reserved < limit)
 
 
-def in_flight() -> tuple[int, int]:
-    """(requests reserved, batches unfinished) in this process."""
-    with _room:
-        return _reserved, _batches
-
-
 def run_briefly(coroutine: Coroutine[Any, Any, object], timeout: float) -> None:
     """Run ``coroutine`` on the send loop if it runs, waiting at most ``timeout`` seconds."""
     loop = _loop

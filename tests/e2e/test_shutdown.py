@@ -1,5 +1,6 @@
 """Graceful shutdown: SIGTERM mid-delivery loses nothing and the worker exits
 within its grace period."""
+
 from __future__ import annotations
 
 import time
