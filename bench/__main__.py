@@ -20,8 +20,8 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack, nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         "latency runs offer half the delivery step's single-publish rate, or 10 deliveries/s without "
         "it); the report goes to the work directory unless --out says otherwise",
     )
+    parser.add_argument(
+        "--isolation-pairs", type=int, help="how many isolation pairs to run (default: the mode's)"
+    )
     args = parser.parse_args(argv)
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     sizes = MODES[mode_name]
+    if args.isolation_pairs:
+        sizes = replace(sizes, isolation_pairs=args.isolation_pairs)
     env = make_env(args.database_url, args.redis_url, args.workdir)
     shutil.rmtree(env.workdir, ignore_errors=True)
     env.workdir.mkdir(parents=True)
@@ -425,11 +430,23 @@ def _run_all(
 
         def measure(side: str, index: int, groups: dict[str, list[Process]]) -> dict[str, float]:
             label = f"isolation {side}"
-            with CpuMeter(groups) as meter:
+            # The first "with" run is profiled: where the broken tenant's work costs CPU.
+            profiled = profile and side == "with" and index == 0
+            raw = {lane: env.workdir / f"profile-isolation-{lane}.txt" for lane in ("first", "retry")}
+            with CpuMeter(groups) as meter, ExitStack() as profilers:
+                if profiled:
+                    lanes = {"first": groups["first-lane workers"], "retry": groups["retry worker"]}
+                    for lane, processes in lanes.items():
+                        profilers.enter_context(bench_profile.Profiler([p.pid for p in processes], raw[lane]))
                 through = hookpost.throughput_run(
                     nginx, healthy, sizes.isolation_deliveries, ledgers, label, run_id, wait
                 )()
             cpu[side].append(meter.shares)
+            if profiled:
+                results["isolation_profile"] = {
+                    lane: [[round(pct, 1), name] for pct, name in bench_profile.summary(path)]
+                    for lane, path in raw.items()
+                }
             seconds = sizes.isolation_latency_seconds
             with CpuMeter(groups) as meter:
                 latency = hookpost.latency_run(

@@ -528,6 +528,18 @@ def markdown(
         ]
         lines += [f"| {pct:.1f} % | `{name}` |" for pct, name in results["profile"]["top"]]
         lines.append("")
+    if results.get("isolation_profile"):
+        lines += [
+            "## Profile of the workers beside the broken tenant (py-spy, `--profile`)",
+            "",
+            "The first isolation pair's throughput run with failing and hanging endpoints, sampled",
+            "the same way, per lane: what the broken tenant's work costs and where.",
+            "",
+        ]
+        for lane, title in (("first", "First-lane workers"), ("retry", "Retry worker")):
+            lines += [f"{title}:", "", "| Share | Function |", "| ---: | --- |"]
+            lines += [f"| {pct:.1f} % | `{name}` |" for pct, name in results["isolation_profile"][lane]]
+            lines.append("")
     if results["errors"] or results.get("skipped"):
         lines += ["## Errors and skipped measurements", ""]
         lines += [f"- {name}: `{err}`" for name, err in results["errors"].items()]

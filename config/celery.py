@@ -144,6 +144,23 @@ def _quiet_the_cancel_on_connection_loss_warning(**kwargs: object) -> None:
     )
 
 
+@celeryd_after_setup.connect
+def _lower_the_retry_lanes_priority(instance: object = None, **kwargs: object) -> None:
+    """Before the pool starts, so every thread it starts inherits the priority."""
+    from django.conf import settings
+
+    from config.worker_priority import lower_for_retry_only
+
+    queues = getattr(getattr(getattr(instance, "app", app), "amqp", None), "queues", None)
+    consumed = set(queues.consume_from or queues) if queues is not None else set()
+    lower_for_retry_only(
+        consumed,
+        first_queue=FIRST_QUEUE,
+        retry_queue=RETRY_QUEUE,
+        niceness=settings.HOOKPOST_RETRY_WORKER_NICENESS,
+    )
+
+
 @worker_init.connect
 def _worker_metrics(sender: object = None, **kwargs: object) -> None:
     from django.conf import settings

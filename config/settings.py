@@ -297,6 +297,9 @@ HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_S
 # many requests in flight or reserved by its batches before its tasks wait to
 # claim more. A request in flight costs a socket and about 50 KB.
 HOOKPOST_WORKER_MAX_IN_FLIGHT = env_int("HOOKPOST_WORKER_MAX_IN_FLIGHT", 2000)
+# A worker consuming the retry lane and not the first lowers its CPU priority by
+# this much (config/worker_priority.py); 0 keeps it level with the first lane's.
+HOOKPOST_RETRY_WORKER_NICENESS = env_int("HOOKPOST_RETRY_WORKER_NICENESS", 10)
 # Threads per worker process that record finished batches, each with its own
 # database connection: a process holds at most its Celery pool's connections
 # plus these, however many requests are in flight.

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from deliveries import breaker, bulkhead, ratelimit
+from deliveries.lanes import Lane, lane_of_fresh
 from deliveries.transport import TransportResult
 from webhooks.models import Endpoint
 from webhooks.selectors import endpoint_max_in_flight
@@ -127,7 +128,7 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float, places
         slow=circuit.slow,
         lease_seconds=lease_seconds,
         timeout_seconds=float(endpoint.timeout_seconds or settings.HOOKPOST_DEFAULT_TIMEOUT_SECONDS),
-        max_in_flight=endpoint_max_in_flight(endpoint=endpoint),
+        max_in_flight=cap_of(endpoint),
         wanted=places,
     )
     if isinstance(hold, bulkhead.Refused):
@@ -139,6 +140,23 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float, places
         ticket.release()
         return Ticket(endpoint, wait, RATE_LIMITED, freed_a_place=hold.endpoint_key is not None)
     return ticket
+
+
+def cap_of(endpoint: Endpoint) -> int:
+    """The endpoint's cap on requests in flight across the fleet: its own
+    (``endpoint_max_in_flight``) once proven, one while it has never answered 2xx or
+    is failing now (``lanes.lane_of_fresh`` is the retry lane).
+
+    A slow start: a receiver that hangs is not known to until its first timeout,
+    and a thousand new endpoints that all hang must not fill the workers'
+    ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` with ten requests each. A failing one sends
+    its attempts one after another, so the failures that open its circuit come
+    in a few round trips, while its other batches wait in its line unclaimed.
+    Its first success (recorded) lifts the cap for its next batches.
+    """
+    if lane_of_fresh(endpoint) is Lane.RETRY:
+        return 1
+    return endpoint_max_in_flight(endpoint=endpoint)
 
 
 def held_by_open_circuits(endpoint_uids: Collection[str]) -> dict[str, float]:

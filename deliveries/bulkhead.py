@@ -10,7 +10,7 @@ Two compartments, both checked before an attempt goes out:
   its lease's end, so a worker killed mid-request frees its place when the
   lease ends instead of leaking it. ``acquire`` is given the cap and stores it
   beside the holders, with their expiry, in the same script: the looks that
-  know only the endpoint's uid (``is_full``, ``wait_in_line``) read it from
+  know only the endpoint's uid (``place_wait``, ``wait_in_line``) read it from
   there, and fall back to the setting once it has lapsed.
 - **Slowly failing endpoints, per worker** (in process): endpoints whose
   failures since their last success include slow ones (timeouts: a receiver
@@ -27,7 +27,7 @@ Over the per-endpoint cap, a batch also waits in the endpoint's line
 (``wait_in_line``): the batch that frees a place sends the first in line on
 at once (``next_in_line``), so a busy endpoint's backlog drains at its cap
 instead of stalling until the deferrals end. A batch that finds every place
-taken by a look (``is_full``) joins the line before it is even claimed. The
+taken by a look (``place_wait``) joins the line before it is even claimed. The
 line is only a shortcut:
 a lost entry (Redis flushed, a holder killed) leaves the deferral, after
 which the scheduler hands the deliveries out as usual.
@@ -197,7 +197,7 @@ def acquire(
         holder = uuid.uuid4().hex
         hold.count = min(wanted, cap)
         try:
-            taken, _ = _ACQUIRE(  # type: ignore[misc]
+            taken, first_lease_ends_ms = _ACQUIRE(  # type: ignore[misc]
                 [key, cap_key], [holder, cap, int(lease_seconds * 1000), hold.count]
             )
         except redis.RedisError:
@@ -205,56 +205,69 @@ def acquire(
             return hold
         if not taken:
             hold.release()
-            return Refused("endpoint", endpoint_wait())
+            return Refused("endpoint", line_wait(first_lease_ends_ms / 1000))
         hold.endpoint_key, hold.holder, hold.count = key, holder, int(taken)
     return hold
 
 
-def endpoint_wait() -> float:
-    """How long a batch refused by a full endpoint waits (jittered) before its deferral ends."""
+def line_wait(first_lease_ends: float) -> float:
+    """How long a batch refused by a full endpoint waits in its line (jittered), given
+    the seconds until the earliest place's lease ends.
+
+    Until then no place frees except by a batch finishing, and a finishing
+    batch sends the first in line on at once (``next_in_line``); the lease
+    only bounds the wait when nobody does (a holder killed, the line lost).
+    A shorter wait would only hand the batch back to the scheduler to be
+    refused again: for a receiver that hangs, a claim, a task and a refusal
+    every second for each batch in its line.
+    """
     base = max(settings.HOOKPOST_BULKHEAD_RETRY_SECONDS, 0.05)
-    return base + random.uniform(0, base)
+    return max(first_lease_ends, base) + random.uniform(0, base)
 
 
 # KEYS[1] holders and KEYS[3] their cap (as in _ACQUIRE), KEYS[2] the endpoint's
-# breaker (deliveries.breaker). ARGV: the cap when none is stored. -> 1 when every
-# place is held now and the breaker is closed with no slow failures, else 0
+# breaker (deliveries.breaker). ARGV: the cap when none is stored. -> ms until the
+# earliest place's lease ends when every place is held now and the breaker is
+# closed with no slow failures, else -1
 _FULL = shared_state.LuaScript(
     _LIVE
     + """
 local cap = cap_of(KEYS[3], ARGV[1])
 if cap <= 0 then
-  return 0
+  return -1
 end
 local b = redis.call('HMGET', KEYS[2], 'state', 'slow')
 if (b[1] and b[1] ~= 'closed') or tonumber(b[2] or '0') > 0 then
-  return 0
+  return -1
 end
 if live(KEYS[1]) >= cap then
-  return 1
+  local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  return math.max(tonumber(first[2]) - now, 0)
 end
-return 0
+return -1
 """
 )
 
 
-def is_full(*, endpoint_uid: str) -> bool:
-    """Whether every place at the endpoint is held now, by a look that takes nothing.
+def place_wait(*, endpoint_uid: str) -> float | None:
+    """How long a batch for the endpoint should wait in its line (``line_wait``) when
+    every place is held now, by a look that takes nothing; None when one may be free.
 
     Lets a batch join the endpoint's line before it claims anything. Only a
     look: ``acquire`` still decides for a batch that goes on. The cap is the
     one the last ``acquire`` for the endpoint was given, else the setting.
-    False when the endpoint has no cap or Redis fails, and when its breaker is
+    None when the endpoint has no cap or Redis fails, and when its breaker is
     not closed or counts slow failures: admission asks the breaker and the slow
     compartment first, and their answers (long deferrals) must not turn into
-    the line's short ones.
+    the line's.
     """
     holders, cap_key = _keys(endpoint_uid)
     keys = [holders, shared_state.key("breaker", endpoint_uid), cap_key]
     try:
-        return bool(_FULL(keys, [settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT]))
+        first_lease_ends_ms = int(_FULL(keys, [settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT]))
     except redis.RedisError:
-        return False
+        return None
+    return None if first_lease_ends_ms < 0 else line_wait(first_lease_ends_ms / 1000)
 
 
 def _slow_wait(timeout_seconds: float) -> float:

@@ -46,7 +46,6 @@ from deliveries import (
     retry,
     send_loop,
 )
-from deliveries.lanes import Lane, lane_of_fresh
 from deliveries.models import Delivery
 from deliveries.recording import Sent
 from deliveries.transport import TransportResult
@@ -127,8 +126,10 @@ def _begin(
     (``internal_failures``); after ``HOOKPOST_MAX_INTERNAL_FAILURES`` it is
     dead-lettered with the reason, so poison work cannot crash-loop a worker.
     """
-    if endpoint_uid and token and bulkhead.is_full(endpoint_uid=endpoint_uid):
-        return line.wait_in_line_unclaimed(endpoint_uid, delivery_ids, token), []
+    if endpoint_uid and token:
+        wait = bulkhead.place_wait(endpoint_uid=endpoint_uid)
+        if wait is not None:
+            return line.wait_in_line_unclaimed(endpoint_uid, delivery_ids, token, seconds=wait), []
     claimed, lease = leases.deliveries_claim(delivery_ids=delivery_ids, token=token)
     statuses: dict[int, str] = {}
     batches: list[Batch] = []
@@ -150,13 +151,8 @@ def _admit(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> Batch 
 
     One admission covers the batch: the breaker is asked once, and the batch
     takes as many of the endpoint's places as it has deliveries, up to those
-    free under its cap; that many of its requests are in flight at once.
-
-    An endpoint that has never answered 2xx, or is failing now (``lanes.lane_of_fresh``
-    is the retry lane), gets one place per batch: a receiver that hangs is not known
-    to until its first timeout, and a thousand new endpoints that all hang must not
-    fill the process's ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` ten requests each. Its first
-    success lifts that for its next batches.
+    free under its cap (``admission.cap_of``: one for an endpoint not yet
+    proven); that many of its requests are in flight at once.
     """
     if not endpoint.enabled:
         return deferral.finish_all(
@@ -166,9 +162,8 @@ def _admit(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> Batch 
             error=f"endpoint disabled: {endpoint.disabled_reason}",
         )
     lease_seconds = leases.lease_seconds(leases.timeout_of(endpoint), batch=len(deliveries) > 1)
-    places = len(deliveries) if lane_of_fresh(endpoint) is Lane.FIRST else 1
     ticket = admission.admit(
-        endpoint=endpoint, delivery_uid=deliveries[0].uid, lease_seconds=lease_seconds, places=places
+        endpoint=endpoint, delivery_uid=deliveries[0].uid, lease_seconds=lease_seconds, places=len(deliveries)
     )
     if ticket.defer_seconds is not None:
         if ticket.waits_for_place:

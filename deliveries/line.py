@@ -1,5 +1,6 @@
 """The endpoint's line: batches refused a place at a full endpoint wait in it
-under a short lease, and the batch that frees a place sends the first one on.
+under a lease that lasts until a place must be free (``bulkhead.line_wait``),
+and the batch that frees a place sends the first one on.
 """
 
 from __future__ import annotations
@@ -46,14 +47,15 @@ def wait_in_line(
     return {d.pk: ("deferred" if d.pk in moved else "lease_lost") for d in deliveries}
 
 
-def wait_in_line_unclaimed(endpoint_uid: str, delivery_ids: Sequence[int], token: str) -> dict[int, str]:
+def wait_in_line_unclaimed(
+    endpoint_uid: str, delivery_ids: Sequence[int], token: str, *, seconds: float
+) -> dict[int, str]:
     """``wait_in_line`` for a batch not yet claimed: its deliveries still due under the
-    dispatch lease ``token`` move to a short lease of the line's, no row loaded.
+    dispatch lease ``token`` move to a lease of the line's, no row loaded.
 
     "deferred" for each delivery moved; the others (not due, leased to
     someone else) are left out, as a claim would leave them.
     """
-    seconds = bulkhead.endpoint_wait()
     line_token = leases.new_token()
     now = timezone.now()
     due = leases.due_among(delivery_ids, now).filter(lease_token=token)

@@ -223,19 +223,42 @@ def test_an_endpoint_never_yet_successful_gets_one_request_at_a_time(monkeypatch
     assert gate.peak == 3
 
 
+def _run_beside_others(
+    monkeypatch: Any, endpoint: Any, *, held: int, batch: int
+) -> tuple[_Gate, dict[int, str], list[Delivery]]:
+    """Run a batch of ``batch`` to ``endpoint`` while other batches hold ``held`` of its places."""
+    others = bulkhead.acquire(
+        endpoint_uid=endpoint.uid,
+        slow=False,
+        lease_seconds=60,
+        timeout_seconds=5,
+        max_in_flight=held,
+        wanted=held,
+    )
+    assert isinstance(others, bulkhead.Hold) and others.count == held
+    gate = _Gate(opened=1)
+    monkeypatch.setattr(outbound, "transport", lambda: gate)
+    deliveries, token = leased_batch(endpoint, batch)
+    statuses = _run(deliveries, token)
+    others.release()
+    return gate, statuses, deliveries
+
+
+def test_an_endpoint_not_yet_proven_has_one_request_in_flight_across_its_batches(monkeypatch):
+    # given a new endpoint with four places, one request already in flight to it from another batch
+    endpoint = EndpointFactory(max_in_flight=4, last_success_at=None)
+    gate, statuses, deliveries = _run_beside_others(monkeypatch, endpoint, held=1, batch=3)
+
+    # then this batch sent nothing: it waits in the endpoint's line, no attempt spent
+    assert gate.peak == 0
+    assert statuses == {d.pk: "deferred" for d in deliveries}
+    assert not Attempt.objects.filter(delivery__in=deliveries).exists()
+
+
 def test_a_batch_takes_only_the_places_left_free_under_the_cap(monkeypatch):
     # given an endpoint with four places, three of them held by other batches
     endpoint = EndpointFactory(max_in_flight=4, last_success_at=timezone.now())
-    others = bulkhead.acquire(
-        endpoint_uid=endpoint.uid, slow=False, lease_seconds=60, timeout_seconds=5, max_in_flight=4, wanted=3
-    )
-    assert isinstance(others, bulkhead.Hold) and others.count == 3
-    gate = _Gate(opened=1)
-    monkeypatch.setattr(outbound, "transport", lambda: gate)
-    deliveries, token = leased_batch(endpoint, 5)
-
-    statuses = _run(deliveries, token)
-    others.release()
+    gate, statuses, _ = _run_beside_others(monkeypatch, endpoint, held=3, batch=5)
 
     # then the batch sent one request at a time, and gave its place back
     assert gate.peak == 1

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from django.utils import timezone
 
 from deliveries import admission, bulkhead, shared_state
 from deliveries.bulkhead import Hold, Refused
@@ -44,7 +45,9 @@ def test_an_endpoint_holds_at_most_its_cap_of_places_across_the_fleet(settings, 
 
     third = _take(endpoint)
     assert isinstance(third, Refused) and third.compartment == "endpoint"
-    assert 1 <= third.wait_seconds <= 2  # briefly, spread over a second
+    # until the earliest place's lease ends (30 s), spread over a second: no place frees
+    # sooner except by a batch finishing, which sends the endpoint's line on
+    assert 29 <= third.wait_seconds <= 31
 
     first.release()
     first.release()  # idempotent
@@ -162,19 +165,19 @@ def test_a_look_by_uid_follows_the_cap_the_holders_took_their_places_under(setti
     assert isinstance(first, Hold) and isinstance(second, Hold)
 
     # then the looks that know only the uid see the endpoint full, not 2 of 10
-    assert bulkhead.is_full(endpoint_uid=endpoint) is True
+    assert bulkhead.place_wait(endpoint_uid=endpoint) is not None
     assert bulkhead.wait_in_line(endpoint_uid=endpoint, entry="a", seconds=30) is False
     # and a place freed is seen at once
     first.release()
-    assert bulkhead.is_full(endpoint_uid=endpoint) is False
+    assert bulkhead.place_wait(endpoint_uid=endpoint) is None
     assert bulkhead.wait_in_line(endpoint_uid=endpoint, entry="b", seconds=30) is True
 
     # and an endpoint whose cap is lowered is full under the new cap at its next acquire
     lowered = f"ep_lowered_{uuid.uuid4().hex}"
     assert all(isinstance(_take_capped(lowered, 10), Hold) for _ in range(3))
-    assert bulkhead.is_full(endpoint_uid=lowered) is False
+    assert bulkhead.place_wait(endpoint_uid=lowered) is None
     assert isinstance(_take_capped(lowered, 2), Refused)
-    assert bulkhead.is_full(endpoint_uid=lowered) is True
+    assert bulkhead.place_wait(endpoint_uid=lowered) is not None
 
 
 def test_without_a_stored_cap_the_looks_use_the_setting(settings, endpoint):
@@ -182,9 +185,9 @@ def test_without_a_stored_cap_the_looks_use_the_setting(settings, endpoint):
     assert all(isinstance(_take_capped(endpoint, None), Hold) for _ in range(2))
     shared_state.client().delete(shared_state.key("inflight", endpoint, "cap"))  # lapsed or flushed
 
-    assert bulkhead.is_full(endpoint_uid=endpoint) is True
+    assert bulkhead.place_wait(endpoint_uid=endpoint) is not None
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 3
-    assert bulkhead.is_full(endpoint_uid=endpoint) is False
+    assert bulkhead.place_wait(endpoint_uid=endpoint) is None
 
 
 def test_the_stored_cap_lives_as_long_as_the_holders_and_never_cuts_a_longer_lease(endpoint):
@@ -202,9 +205,11 @@ def test_the_stored_cap_lives_as_long_as_the_holders_and_never_cuts_a_longer_lea
 
 @pytest.mark.django_db
 def test_admission_gives_the_bulkhead_the_endpoints_cap(settings):
-    # given a default of 10, an endpoint capped at 2 and one left at the default
+    # given a default of 10, an endpoint capped at 2 and one left at the default, both proven
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
-    capped, default = EndpointFactory(max_in_flight=2), EndpointFactory()
+    proven = timezone.now()
+    capped = EndpointFactory(max_in_flight=2, last_success_at=proven)
+    default = EndpointFactory(last_success_at=proven)
 
     def admit(endpoint: Endpoint) -> admission.Ticket:
         return admission.admit(endpoint=endpoint, delivery_uid=f"dlv_{uuid.uuid4().hex}", lease_seconds=30)
@@ -213,10 +218,22 @@ def test_admission_gives_the_bulkhead_the_endpoints_cap(settings):
     tickets = [admit(capped) for _ in range(3)]
     assert [t.admitted for t in tickets] == [True, True, False]
     assert tickets[2].reason == admission.BULKHEAD and tickets[2].waits_for_place
-    assert bulkhead.is_full(endpoint_uid=capped.uid) is True
+    assert bulkhead.place_wait(endpoint_uid=capped.uid) is not None
     # and the other endpoint is not held to 2
     assert all(admit(default).admitted for _ in range(3))
-    assert bulkhead.is_full(endpoint_uid=default.uid) is False
+    assert bulkhead.place_wait(endpoint_uid=default.uid) is None
     # and a place handed back admits the next one
     tickets[0].release()
     assert admit(capped).admitted
+
+
+def test_an_endpoint_has_one_place_until_it_is_proven_and_while_it_fails(settings):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
+    proven = timezone.now()
+    # a new endpoint, one answering 2xx, one failing since, one whose circuit is open
+    new = EndpointFactory.build(max_in_flight=4, last_success_at=None)
+    healthy = EndpointFactory.build(max_in_flight=4, last_success_at=proven)
+    failing = EndpointFactory.build(last_success_at=proven, consecutive_failures=1)
+    tripped = EndpointFactory.build(last_success_at=proven, circuit_state="open")
+
+    assert [admission.cap_of(e) for e in (new, healthy, failing, tripped)] == [1, 4, 1, 1]

@@ -52,8 +52,10 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> Any:
     return seen
 
 
-def _hold_the_only_place(endpoint: Any) -> bulkhead.Hold:
-    held = bulkhead.acquire(endpoint_uid=endpoint.uid, slow=False, lease_seconds=30, timeout_seconds=1)
+def _hold_the_only_place(endpoint: Any, lease_seconds: float = 30) -> bulkhead.Hold:
+    held = bulkhead.acquire(
+        endpoint_uid=endpoint.uid, slow=False, lease_seconds=lease_seconds, timeout_seconds=1
+    )
     assert isinstance(held, bulkhead.Hold)
     return held
 
@@ -125,7 +127,7 @@ def test_after_the_cooldown_one_delivery_probes_and_the_others_wait_for_it(setti
     assert breaker.snapshot(endpoint).state == "closed"  # type: ignore[union-attr]
 
 
-def test_a_full_endpoint_keeps_the_delivery_due_under_a_short_lease_in_line(settings, transport, deferrals):
+def test_a_full_endpoint_keeps_the_delivery_due_under_the_lines_lease(settings, transport, deferrals):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 1
     delivery = _delivery()
@@ -138,8 +140,8 @@ def test_a_full_endpoint_keeps_the_delivery_due_under_a_short_lease_in_line(sett
     assert (after.status, after.attempt_count) == (before.status, before.attempt_count)
     assert after.next_attempt_at <= timezone.now()  # still due: only the lease holds it
     assert not Attempt.objects.filter(delivery=delivery).exists()
-    # the short lease keeps the scheduler off until the deferral ends...
-    assert 0.5 <= (after.lease_expires_at - timezone.now()).total_seconds() <= 2.01
+    # the line's lease keeps the scheduler off until the held place's lease (30 s) ends...
+    assert 29 <= (after.lease_expires_at - timezone.now()).total_seconds() <= 31.01
     assert not due_deliveries().filter(pk=delivery.pk).exists()
     assert deferrals[-1]["reason"] == "bulkhead"
     # ...and the line holds what to send on when a place frees
@@ -249,7 +251,9 @@ def test_a_batch_for_a_full_endpoint_joins_its_line_before_anything_is_claimed(
     rows = Delivery.objects.filter(pk__in=ids)
     (line_lease,) = {row.lease_token for row in rows}
     assert line_lease != dispatch_lease
-    assert all(0 < (row.lease_expires_at - timezone.now()).total_seconds() <= 2.01 for row in rows)
+    # under a lease that ends with the held place's (30 s), jittered by at most a second: till
+    # then only a batch that finishes frees a place, and it sends the line on
+    assert all(29 < (row.lease_expires_at - timezone.now()).total_seconds() <= 31.01 for row in rows)
     assert all(row.next_attempt_at <= timezone.now() and row.attempt_count == 0 for row in rows)
     assert Delivery.objects.get(pk=elsewhere.pk).lease_token == "other"
     entry = json.loads(bulkhead.next_in_line(endpoint_uid=endpoint.uid) or "{}")
@@ -270,12 +274,12 @@ def test_a_full_endpoint_whose_breaker_is_not_closed_is_left_to_the_breaker(sett
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     endpoint = EndpointFactory()
     _hold_the_only_place(endpoint)  # a request hanging until its timeout
-    assert bulkhead.is_full(endpoint_uid=endpoint.uid) is True
+    assert bulkhead.place_wait(endpoint_uid=endpoint.uid) is not None
     fields = {"state": "open"} if breaker_state == "open" else {"state": "closed", "slow": 1}
     shared_state.client().hset(shared_state.key("breaker", endpoint.uid), mapping=fields)
 
     # then the look says nothing: the claim goes ahead and admission asks the breaker first
-    assert bulkhead.is_full(endpoint_uid=endpoint.uid) is False
+    assert bulkhead.place_wait(endpoint_uid=endpoint.uid) is None
 
 
 def test_a_task_queued_before_tasks_named_their_endpoint_still_delivers(transport, monkeypatch):
@@ -295,7 +299,7 @@ def test_a_task_queued_before_tasks_named_their_endpoint_still_delivers(transpor
 
 def test_a_batch_for_an_endpoint_with_a_free_place_is_claimed_and_sent(settings, transport):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 2
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory(last_success_at=timezone.now())  # proven: its own cap, not one
     delivery = _delivery_to(endpoint)
     _hold_the_only_place(endpoint)  # one of two
     lease = leases.new_token()
@@ -304,7 +308,7 @@ def test_a_batch_for_an_endpoint_with_a_free_place_is_claimed_and_sent(settings,
     statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=lease, endpoint_uid=endpoint.uid)
 
     assert statuses == {delivery.pk: "succeeded"}
-    assert bulkhead.is_full(endpoint_uid=endpoint.uid) is False
+    assert bulkhead.place_wait(endpoint_uid=endpoint.uid) is None
 
 
 def test_a_lapsed_or_lost_line_ends_as_a_plain_deferral(settings, transport, enqueued):
@@ -312,10 +316,10 @@ def test_a_lapsed_or_lost_line_ends_as_a_plain_deferral(settings, transport, enq
     settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 0.05
     endpoint = EndpointFactory()
     lapsed, lost, other = _delivery_to(endpoint), _delivery_to(endpoint), _delivery_to(endpoint)
-    held = _hold_the_only_place(endpoint)
+    _hold_the_only_place(endpoint, lease_seconds=0.05)  # its holder died
     assert run(lapsed) == "deferred"
     time.sleep(0.25)  # its lease (0.05-0.1 s) ended while it waited in line
-    settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 30
+    held = _hold_the_only_place(endpoint)
     assert run(lost) == "deferred"
     shared_state.client().delete(shared_state.key("waiting", endpoint.uid))  # Redis lost the line
     held.release()
