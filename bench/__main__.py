@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import ExitStack, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -430,28 +430,32 @@ def _run_all(
 
         def measure(side: str, index: int, groups: dict[str, list[Process]]) -> dict[str, float]:
             label = f"isolation {side}"
-            # The first "with" run is profiled: where the broken tenant's work costs CPU.
+            # The first "with" pair is profiled, where the broken tenant's work costs CPU: the
+            # first lane during the throughput run, the retry lane during the latency run
+            # (the busiest it gets: the first lane then leaves it most of the machine).
             profiled = profile and side == "with" and index == 0
             raw = {lane: env.workdir / f"profile-isolation-{lane}.txt" for lane in ("first", "retry")}
-            with CpuMeter(groups) as meter, ExitStack() as profilers:
-                if profiled:
-                    lanes = {"first": groups["first-lane workers"], "retry": groups["retry worker"]}
-                    for lane, processes in lanes.items():
-                        profilers.enter_context(bench_profile.Profiler([p.pid for p in processes], raw[lane]))
+
+            def sampled(lane: str) -> AbstractContextManager[object]:
+                processes = groups["first-lane workers" if lane == "first" else "retry worker"]
+                pids = [p.pid for p in processes]
+                return bench_profile.Profiler(pids, raw[lane]) if profiled else nullcontext()
+
+            with CpuMeter(groups) as meter, sampled("first"):
                 through = hookpost.throughput_run(
                     nginx, healthy, sizes.isolation_deliveries, ledgers, label, run_id, wait
                 )()
             cpu[side].append(meter.shares)
+            seconds = sizes.isolation_latency_seconds
+            with CpuMeter(groups) as meter, sampled("retry"):
+                latency = hookpost.latency_run(
+                    nginx, healthy, rate, seconds, ledgers, f"{label} latency", run_id, wait
+                )()
             if profiled:
                 results["isolation_profile"] = {
                     lane: [[round(pct, 1), name] for pct, name in bench_profile.summary(path)]
                     for lane, path in raw.items()
                 }
-            seconds = sizes.isolation_latency_seconds
-            with CpuMeter(groups) as meter:
-                latency = hookpost.latency_run(
-                    nginx, healthy, rate, seconds, ledgers, f"{label} latency", run_id, wait
-                )()
             cpu[f"{side} latency"].append(meter.shares)
             sides[side]["throughput"].runs.append(through)
             sides[side]["latency"].runs.append(latency)

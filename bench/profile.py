@@ -55,9 +55,10 @@ class Profiler:
 
     def __enter__(self) -> Profiler:
         self.raw.parent.mkdir(parents=True, exist_ok=True)
-        self.procs = [
-            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for cmd in self.cmds
-        ]
+        # py-spy's messages go to a file: a pipe nobody reads fills up over a long run, and
+        # py-spy then blocks and never writes its samples.
+        with self.raw.with_name(f"{self.raw.name}.log").open("ab") as log:
+            self.procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log) for cmd in self.cmds]
         return self
 
     def __exit__(

@@ -532,13 +532,18 @@ def markdown(
         lines += [
             "## Profile of the workers beside the broken tenant (py-spy, `--profile`)",
             "",
-            "The first isolation pair's throughput run with failing and hanging endpoints, sampled",
-            "the same way, per lane: what the broken tenant's work costs and where.",
+            "The first isolation pair with failing and hanging endpoints, sampled the same way: the",
+            "first-lane workers during its throughput run, the retry worker during its latency run",
+            "(when the first lane leaves it most of the machine): what the broken tenant's work costs.",
             "",
         ]
         for lane, title in (("first", "First-lane workers"), ("retry", "Retry worker")):
+            top = results["isolation_profile"][lane]
+            if not top:
+                lines += [f"{title}: py-spy wrote no samples.", ""]
+                continue
             lines += [f"{title}:", "", "| Share | Function |", "| ---: | --- |"]
-            lines += [f"| {pct:.1f} % | `{name}` |" for pct, name in results["isolation_profile"][lane]]
+            lines += [f"| {pct:.1f} % | `{name}` |" for pct, name in top]
             lines.append("")
     if results["errors"] or results.get("skipped"):
         lines += ["## Errors and skipped measurements", ""]

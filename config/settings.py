@@ -297,6 +297,10 @@ HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_S
 # many requests in flight or reserved by its batches before its tasks wait to
 # claim more. A request in flight costs a socket and about 50 KB.
 HOOKPOST_WORKER_MAX_IN_FLIGHT = env_int("HOOKPOST_WORKER_MAX_IN_FLIGHT", 2000)
+# ...and at most this many batches sent and waiting for a recorder thread: past it the
+# recorders, not the receivers, are the bottleneck, and a batch waiting longer than its
+# lease's margin is sent again instead of recorded (deliveries.send_loop).
+HOOKPOST_WORKER_MAX_UNRECORDED = env_int("HOOKPOST_WORKER_MAX_UNRECORDED", 200)
 # A worker consuming the retry lane and not the first lowers its CPU priority by
 # this much (config/worker_priority.py); 0 keeps it level with the first lane's.
 HOOKPOST_RETRY_WORKER_NICENESS = env_int("HOOKPOST_RETRY_WORKER_NICENESS", 10)

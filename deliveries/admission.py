@@ -142,6 +142,20 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float, places
     return ticket
 
 
+def circuit_wait(*, endpoint: Endpoint) -> float | None:
+    """For a batch already admitted that would go on: None while the endpoint's circuit
+    lets attempts through without a probe, else how long its rest waits (jittered).
+
+    A probe it would be granted is handed straight back: the batch's next
+    attempt is not the one to decide the circuit.
+    """
+    circuit = breaker.admit(endpoint, probe_lease_seconds=settings.HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS)
+    if circuit.probe:
+        breaker.release_probe(endpoint, circuit.probe)
+        return _jittered(settings.HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS)
+    return None if circuit.allowed else _jittered(circuit.retry_in_seconds)
+
+
 def cap_of(endpoint: Endpoint) -> int:
     """The endpoint's cap on requests in flight across the fleet: its own
     (``endpoint_max_in_flight``) once proven, one while it has never answered 2xx or

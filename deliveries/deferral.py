@@ -27,8 +27,10 @@ class Deferred(NamedTuple):
     delivery_uid: str
 
 
-def hand_back(deliveries: list[Delivery], lease: str, wait: float | None) -> dict[int, str]:
-    """Release (``wait`` None) or defer the deliveries a batch did not send.
+def hand_back(
+    deliveries: list[Delivery], lease: str, wait: float | None, *, reason: str = admission.RATE_LIMITED
+) -> dict[int, str]:
+    """Release (``wait`` None) or defer for ``reason`` the deliveries a batch did not send.
 
     A failure here is logged only: the deliveries keep our lease until it
     expires, and then the scheduler hands them out again, no attempt spent.
@@ -38,7 +40,7 @@ def hand_back(deliveries: list[Delivery], lease: str, wait: float | None) -> dic
     try:
         if wait is None:
             return leases.release(deliveries, lease)
-        return defer_all(deliveries, lease, seconds=wait, reason=admission.RATE_LIMITED)
+        return defer_all(deliveries, lease, seconds=wait, reason=reason)
     except Exception:
         logger.exception(
             "could not hand back %d deliveries; they wait for their lease to expire", len(deliveries)

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 
 from deliveries import (
@@ -46,11 +47,12 @@ from deliveries import (
     retry,
     send_loop,
 )
+from deliveries.lanes import Lane, lane_of_fresh
 from deliveries.models import Delivery
 from deliveries.recording import Sent
 from deliveries.transport import TransportResult
 from webhooks.models import Endpoint
-from webhooks.selectors import endpoint_signing_secrets
+from webhooks.selectors import endpoint_signing_secrets, endpoints_signing_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ class Batch:
 
     ``sent`` are the attempts that went out; ``failed`` the deliveries our own
     code failed on (charged as internal failures); ``rest`` the ones not sent
-    (handed back after recording: released, or deferred ``rest_wait`` seconds).
+    (handed back after recording: released, or deferred ``rest_wait`` seconds
+    for ``rest_reason``). The first ``settled`` of ``results`` are counted in
+    the breaker already.
     """
 
     endpoint: Endpoint
@@ -74,7 +78,12 @@ class Batch:
     failed: list[tuple[Delivery, Exception]] = field(default_factory=list)
     rest: list[Delivery] = field(default_factory=list)
     rest_wait: float | None = None
-    stopped: bool = False  # an attempt failed: start no more
+    rest_reason: str = admission.RATE_LIMITED
+    settled: int = 0
+    stopped: bool = False  # an attempt failed: start no more (but see ``_carry_on``)
+    # The endpoint was failing, or not yet proven, when claimed: one place, and a failure
+    # does not stop the batch while the circuit stays closed (``_carry_on``).
+    slow_start: bool = False
 
 
 def delivery_run(*, delivery_id: int, token: str | None) -> str | None:
@@ -100,9 +109,10 @@ def delivery_start_batch(
     """Claim a batch of deliveries and start their sends on the send loop; return at once.
 
     Waits first, before claiming anything, while this process has its
-    ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` requests in flight. The dispatcher
-    batches by endpoint (``deliveries.tasks``), so a slow receiver only
-    ever delays its own deliveries.
+    ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` requests in flight. A task may hold
+    several endpoints' deliveries (``deliveries.tasks.batches``): each
+    endpoint's group is admitted and sent as a batch of its own, so a slow
+    receiver only ever delays its own deliveries.
     """
     send_loop.wait_for_room()
     _, batches = _begin(delivery_ids, token, endpoint_uid)
@@ -133,9 +143,11 @@ def _begin(
     claimed, lease = leases.deliveries_claim(delivery_ids=delivery_ids, token=token)
     statuses: dict[int, str] = {}
     batches: list[Batch] = []
-    for endpoint, group in leases.by_endpoint(claimed):
+    groups = leases.by_endpoint(claimed)
+    secrets = _signing_secrets([endpoint.pk for endpoint, _ in groups])
+    for endpoint, group in groups:
         try:
-            admitted = _admit(endpoint, group, lease)
+            admitted = _admit(endpoint, group, lease, secrets.get(endpoint.pk))
         except Exception as exc:  # admission broke: charge every delivery of the group
             statuses.update(_charge_all(endpoint, group, lease, exc))
             continue
@@ -146,7 +158,21 @@ def _begin(
     return statuses, batches
 
 
-def _admit(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> Batch | dict[int, str]:
+def _signing_secrets(endpoint_ids: list[int]) -> dict[int, list[str]]:
+    """The claimed endpoints' signing secrets, in one query; on trouble none, and each
+    admitted endpoint's are read on their own (``_admit``), where a failure is charged."""
+    if len(endpoint_ids) < 2:
+        return {}
+    try:
+        return endpoints_signing_secrets(endpoint_ids=endpoint_ids)
+    except Exception:
+        logger.exception("could not load the signing secrets of %d endpoints at once", len(endpoint_ids))
+        return {}
+
+
+def _admit(
+    endpoint: Endpoint, deliveries: list[Delivery], lease: str, secrets: list[str] | None = None
+) -> Batch | dict[int, str]:
     """Admit one endpoint's claimed deliveries as a batch, or settle them without a send.
 
     One admission covers the batch: the breaker is asked once, and the batch
@@ -173,22 +199,25 @@ def _admit(endpoint: Endpoint, deliveries: list[Delivery], lease: str) -> Batch 
         finally:
             if ticket.freed_a_place:
                 line.send_on_next_in_line(endpoint.uid)
-    try:
-        secrets = endpoint_signing_secrets(endpoint=endpoint)
-    except Exception:
-        ticket.release()
-        raise
-    return Batch(endpoint, deliveries, lease, ticket, secrets)
+    if secrets is None:
+        try:
+            secrets = endpoint_signing_secrets(endpoint=endpoint)
+        except Exception:
+            ticket.release()
+            raise
+    return Batch(
+        endpoint, deliveries, lease, ticket, secrets, slow_start=lane_of_fresh(endpoint) is Lane.RETRY
+    )
 
 
 async def send_all(batch: Batch) -> Batch:
     """Send the batch's deliveries in order, up to ``ticket.places`` at once; never raises.
 
     No further attempt starts when one has failed (the breaker decides what
-    happens to the rest), when the batch is the breaker's probe (one attempt
-    only), when the rate limit refuses, or when the send budget is spent (the
-    lease covers the budget plus one timeout). What was not started is the
-    batch's ``rest``.
+    happens to the rest; see ``_carry_on``), when the batch is the breaker's
+    probe (one attempt only), when the rate limit refuses, or when the send
+    budget is spent (the lease covers the budget plus one timeout). What was
+    not started is the batch's ``rest``.
     """
     places = asyncio.Semaphore(batch.ticket.places)
     began = time.monotonic()
@@ -206,21 +235,51 @@ async def send_all(batch: Batch) -> Batch:
 
 async def _stop_before(batch: Batch, delivery: Delivery, began: float) -> bool:
     """Whether the batch starts no more attempts before ``delivery`` (see ``send_all``)."""
-    if (
-        batch.stopped
-        or batch.ticket.probe
-        or time.monotonic() - began > settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS
-    ):
+    if batch.ticket.probe or time.monotonic() - began > settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS:
         return True
+    loop = asyncio.get_running_loop()
+    if batch.stopped:
+        if not batch.slow_start or not await loop.run_in_executor(None, _carry_on, batch):
+            return True
+        batch.stopped = False
     if not batch.endpoint.rate_limit:
         return False
     take = functools.partial(admission.take_rate, endpoint=batch.endpoint, delivery_uid=delivery.uid)
     try:
-        batch.rest_wait = await asyncio.get_running_loop().run_in_executor(None, take)
+        batch.rest_wait = await loop.run_in_executor(None, take)
     except Exception:
         logger.exception("rate limit unavailable for %s; handing the rest back", batch.endpoint.uid)
         return True
     return batch.rest_wait is not None
+
+
+def _carry_on(batch: Batch) -> bool:
+    """After a failed attempt of a ``slow_start`` batch: count its results so far in the
+    breaker, and whether its circuit still lets attempts through; if not, the rest
+    waits out the cool-down (``rest_wait``).
+
+    A failing endpoint's batch goes on, one request at a time, until the failures
+    open its circuit: they come from one claim, in a few round trips, rather than
+    from a claim each, and its later work is then deferred at the hand-off
+    without a task (``admission.held_by_open_circuits``). A proven endpoint's
+    batch stops at its first failure: its next batch is a slow start.
+
+    Runs on the send loop's executor threads: the connection a transition's write
+    opens (the circuit mirrored on the endpoint) is closed here, so those threads
+    hold none beside the process's bounded ones.
+    """
+    try:
+        _settle(batch)
+        wait = admission.circuit_wait(endpoint=batch.endpoint)
+    except Exception:
+        logger.exception("could not ask the breaker of %s; handing the rest back", batch.endpoint.uid)
+        return False
+    finally:
+        connections.close_all()
+    if wait is None:
+        return True
+    batch.rest_wait, batch.rest_reason = wait, admission.CIRCUIT_OPEN
+    return False
 
 
 async def _send_one(batch: Batch, delivery: Delivery, places: asyncio.Semaphore) -> None:
@@ -265,7 +324,7 @@ def finish(batch: Batch) -> dict[int, str]:
     ticket, lease, endpoint = batch.ticket, batch.lease, batch.endpoint
     statuses: dict[int, str] = {}
     try:
-        _settle(ticket, batch.results)
+        _settle(batch)
         if ticket.free_places():
             line.send_on_next_in_line(endpoint.uid)
     finally:
@@ -274,7 +333,7 @@ def finish(batch: Batch) -> dict[int, str]:
         statuses.update(recording.record_all(batch.sent, lease))
         for delivery, exc in batch.failed:
             statuses[delivery.pk] = recording.record_internal_failure(delivery, lease, exc)
-        statuses.update(deferral.hand_back(batch.rest, lease, batch.rest_wait))
+        statuses.update(deferral.hand_back(batch.rest, lease, batch.rest_wait, reason=batch.rest_reason))
     except Exception as exc:  # recording broke: charge every undecided delivery
         undecided = [d for d in batch.deliveries if d.pk not in statuses]
         statuses.update(_charge_all(endpoint, undecided, lease, exc))
@@ -298,12 +357,15 @@ def _decide(delivery: Delivery, endpoint: Endpoint, result: TransportResult) -> 
     )
 
 
-def _settle(ticket: admission.Ticket, results: list[TransportResult]) -> None:
-    """Count the batch's results in the endpoint's breaker, each run of alike results in one call.
+def _settle(batch: Batch) -> None:
+    """Count the batch's results not yet counted in the endpoint's breaker, each run of
+    alike results in one call.
 
     The places are freed by ``release``. Trouble here is logged, not charged
     to the deliveries as internal failures.
     """
+    ticket, results = batch.ticket, batch.results[batch.settled :]
+    batch.settled += len(results)
     runs: list[tuple[tuple[breaker.Outcome, bool], TransportResult, int]] = []
     for result in results:
         kind = (breaker.outcome_of(result), breaker.is_slow(result))

@@ -14,9 +14,13 @@ batch is finished once its requests are done.
   waits on a receiver, and the database connections a process holds are its
   Celery threads' and its recorders', however many requests are in flight.
 - ``wait_for_room``: a task waits before it claims anything while the process
-  has ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` requests in flight or reserved; with
-  prefetch 1 the worker then stops fetching, and the work stays in PostgreSQL
-  and the queue, unclaimed.
+  has ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` requests in flight or reserved, or
+  ``HOOKPOST_WORKER_MAX_UNRECORDED`` batches sent and waiting for a recorder;
+  with prefetch 1 the worker then stops fetching, and the work stays in
+  PostgreSQL and the queue, unclaimed. The second bound keeps the recorders'
+  queue short: a batch waiting there still holds its deliveries' lease, and
+  one recorded after the lease has ended is not recorded at all (it is sent
+  again), which is what a process sending faster than it records would do.
 - ``drain``: at worker shutdown, wait for the batches started here to finish,
   so a warm stop never leaves a sent request unrecorded.
 
@@ -54,10 +58,11 @@ _owner_pid = 0
 _room = threading.Condition()
 _reserved = 0  # requests the unfinished batches may have in flight
 _batches = 0  # batches started and not yet finished
+_unrecorded = 0  # batches whose sends are done, waiting for or in their finish
 
 
 def _ensure_started() -> asyncio.AbstractEventLoop:
-    global _loop, _loop_thread, _recorders, _owner_pid, _reserved, _batches
+    global _loop, _loop_thread, _recorders, _owner_pid, _reserved, _batches, _unrecorded
     with _lock:
         if _loop is None or _owner_pid != os.getpid():
             # A forked child inherits the parent's objects but not its threads.
@@ -69,7 +74,7 @@ def _ensure_started() -> asyncio.AbstractEventLoop:
             )
             _owner_pid = os.getpid()
             with _room:
-                _reserved = _batches = 0
+                _reserved = _batches = _unrecorded = 0
         return _loop
 
 
@@ -98,11 +103,20 @@ def start_batch(sends: Coroutine[Any, Any, T], *, reserve: int, finish: Callable
     recorders = _recorders
     assert recorders is not None
     future = asyncio.run_coroutine_threadsafe(sends, loop)
-    future.add_done_callback(lambda done: recorders.submit(_finish, done, finish, reserve))
+    future.add_done_callback(lambda done: _to_recorder(recorders, done, finish, reserve))
+
+
+def _to_recorder(
+    recorders: ThreadPoolExecutor, done: Future[T], finish: Callable[[T], object], reserve: int
+) -> None:
+    global _unrecorded
+    with _room:
+        _unrecorded += 1
+    recorders.submit(_finish, done, finish, reserve)
 
 
 def _finish(done: Future[T], finish: Callable[[T], object], reserve: int) -> None:
-    global _reserved, _batches
+    global _reserved, _batches, _unrecorded
     close_old_connections()
     try:
         finish(done.result())
@@ -113,14 +127,17 @@ def _finish(done: Future[T], finish: Callable[[T], object], reserve: int) -> Non
         with _room:
             _reserved -= reserve
             _batches -= 1
+            _unrecorded -= 1
             _room.notify_all()
 
 
 def wait_for_room() -> None:
-    """Block while this process has ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` requests reserved."""
-    limit = max(1, settings.HOOKPOST_WORKER_MAX_IN_FLIGHT)
+    """Block while this process has ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` requests reserved, or
+    ``HOOKPOST_WORKER_MAX_UNRECORDED`` batches waiting to be recorded."""
+    in_flight = max(1, settings.HOOKPOST_WORKER_MAX_IN_FLIGHT)
+    unrecorded = max(1, settings.HOOKPOST_WORKER_MAX_UNRECORDED)
     with _room:
-        _room.wait_for(lambda: _reserved < limit)
+        _room.wait_for(lambda: _reserved < in_flight and _unrecorded < unrecorded)
 
 
 def run_briefly(coroutine: Coroutine[Any, Any, object], timeout: float) -> None:

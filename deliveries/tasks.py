@@ -8,6 +8,7 @@ by us (receivers still dedupe by ``webhook-id`` around crashes).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from celery import shared_task
@@ -101,10 +102,10 @@ def enqueue(
     (``token`` None: the deliveries are unleased, and the workers claim those still so).
 
     Deliveries are grouped by endpoint (``endpoints`` maps delivery id to
-    endpoint uid; read from the database when not given) and cut into batches
-    of ``HOOKPOST_DELIVERY_BATCH_SIZE``, oldest first: a batch only ever waits
-    on its own endpoint. Each task names its endpoint, so a worker can see the
-    endpoint is full before claiming anything.
+    endpoint uid; read from the database when not given) and cut into tasks
+    of ``HOOKPOST_DELIVERY_BATCH_SIZE`` (``batches``), oldest first. A task
+    of one endpoint names it, so a worker can see the endpoint is full before
+    claiming anything.
 
     Retry-lane work for an endpoint whose circuit is open is not queued: it
     is deferred to the end of the cool-down in the database
@@ -113,11 +114,12 @@ def enqueue(
     """
     if endpoints is None:
         endpoints = dict(Delivery.objects.filter(pk__in=delivery_ids).values_list("pk", "endpoint__uid"))
+    if lane is Lane.RETRY:
+        named = {endpoints[pk] for pk in delivery_ids if pk in endpoints}
+        held = admission.held_by_open_circuits(named)
+        if held:
+            delivery_ids = _not_deferred(delivery_ids, endpoints, token, held)
     cut = batches(delivery_ids, endpoints, settings.HOOKPOST_DELIVERY_BATCH_SIZE)
-    held = {} if lane is Lane.FIRST else admission.held_by_open_circuits({uid for uid, _ in cut if uid})
-    if held:
-        open_batches = [b for b in cut if b[0] in held]
-        cut = [b for b in cut if b[0] not in held] + _not_deferred(open_batches, token, held)
     queue = lane.queue
     with app.producer_or_acquire() as producer:
         for endpoint_uid, batch in cut:
@@ -127,39 +129,59 @@ def enqueue(
 
 
 def _not_deferred(
-    held_batches: list[tuple[str | None, list[int]]], token: str | None, waits: dict[str, float]
-) -> list[tuple[str | None, list[int]]]:
-    """Defer, in one statement, the batches whose endpoint's circuit is open; the batches
-    to queue after all: those with no delivery deferred (a disabled endpoint's, which
-    the worker marks skipped at once), or all of them if the deferral failed (the
-    worker's admission defers them the usual way)."""
+    delivery_ids: list[int], endpoints: dict[int, str], token: str | None, waits: dict[str, float]
+) -> list[int]:
+    """Defer, in one statement, the deliveries whose endpoint's circuit is open (``waits``);
+    those of ``delivery_ids`` to queue after all: all but those of the endpoints whose
+    deliveries were deferred (a disabled endpoint's are not, and the worker marks them
+    skipped at once; the rest of a deferred endpoint's, someone else holds), or all of
+    them if the deferral failed (the worker's admission defers them the usual way)."""
+    held: dict[str, list[int]] = {}
+    for pk in delivery_ids:
+        if endpoints.get(pk) in waits:
+            held.setdefault(endpoints[pk], []).append(pk)
     try:
         moved = deferral.deliveries_defer_unclaimed(
-            batches=[(uid, ids) for uid, ids in held_batches if uid],
-            token=token,
-            waits=waits,
-            reason=admission.CIRCUIT_OPEN,
+            batches=list(held.items()), token=token, waits=waits, reason=admission.CIRCUIT_OPEN
         )
     except Exception:
-        logger.exception("could not defer %d batches of open circuits; queuing them", len(held_batches))
-        return held_batches
-    return [(uid, ids) for uid, ids in held_batches if moved.isdisjoint(ids)]
+        logger.exception("could not defer the deliveries of %d open circuits; queuing them", len(held))
+        return delivery_ids
+    deferred = {uid for uid, ids in held.items() if not moved.isdisjoint(ids)}
+    return [pk for pk in delivery_ids if endpoints.get(pk) not in deferred]
 
 
 def batches(
     delivery_ids: list[int], endpoints: dict[int, str], size: int
 ) -> list[tuple[str | None, list[int]]]:
-    """``delivery_ids`` grouped by endpoint and cut into batches of at most ``size``, order kept;
-    each with its endpoint (None for ids ``endpoints`` does not know)."""
+    """``delivery_ids`` cut into tasks of at most ``size``, order kept within each endpoint;
+    each with its endpoint, or None for a task that holds several (or ids ``endpoints``
+    does not know).
+
+    An endpoint's deliveries are cut into tasks of their own while ``size`` of them are
+    left; what remains of each endpoint is packed with other endpoints' remains. A task
+    costs a claim (two statements whatever its size) and a broker round trip, so a
+    thousand endpoints with one delivery each make ten tasks, not a thousand. Packing
+    delays nobody: a task's endpoints are admitted one by one and each endpoint's sends
+    and record run apart on the send loop (``engine.delivery_start_batch``).
+    """
     groups: dict[str | None, list[int]] = {}
     for pk in delivery_ids:
         groups.setdefault(endpoints.get(pk), []).append(pk)
     size = max(1, size)
-    return [
-        (endpoint, group[i : i + size])
-        for endpoint, group in groups.items()
-        for i in range(0, len(group), size)
-    ]
+    cut: list[tuple[str | None, list[int]]] = []
+    packed: list[tuple[set[str | None], list[int]]] = []
+    for endpoint, group in groups.items():
+        whole = len(group) - len(group) % size
+        cut += [(endpoint, group[i : i + size]) for i in range(0, whole, size)]
+        rest = group[whole:]
+        if not rest:
+            continue
+        if not packed or len(packed[-1][1]) + len(rest) > size:
+            packed.append((set(), []))
+        packed[-1][0].add(endpoint)
+        packed[-1][1].extend(rest)
+    return cut + [(next(iter(names)) if len(names) == 1 else None, ids) for names, ids in packed]
 
 
 def queue_depths(names: tuple[str, ...] = (FIRST_QUEUE, RETRY_QUEUE)) -> dict[str, int]:
@@ -171,6 +193,29 @@ def queue_depths(names: tuple[str, ...] = (FIRST_QUEUE, RETRY_QUEUE)) -> dict[st
     except Exception:  # a broker hiccup: assume empty
         logger.debug("could not read queue depth", exc_info=True)
         return dict.fromkeys(names, 0)
+
+
+# The retry queue's depth as last read by this process: (depth, monotonic time read).
+_retry_depth: tuple[int, float] = (0, float("-inf"))
+_RETRY_DEPTH_MAX_AGE_SECONDS = 0.5
+
+
+def _retry_queue_depth() -> int:
+    """The retry queue's depth, read from the broker at most every half second per process.
+
+    Every hand-off of retry-lane work asks (ingest, and each batch a freed place
+    sends on from an endpoint's line); a broken tenant's worker asked hundreds of
+    times a second, a tenth of its CPU. The target it is checked against is a
+    soft bound, so a depth half a second old does. Raises when the broker is
+    unreachable.
+    """
+    global _retry_depth
+    depth, read_at = _retry_depth
+    now = time.monotonic()
+    if now - read_at > _RETRY_DEPTH_MAX_AGE_SECONDS:
+        depth = _read_queue_depths((RETRY_QUEUE,))[RETRY_QUEUE]
+        _retry_depth = (depth, now)
+    return depth
 
 
 def _read_queue_depths(names: tuple[str, ...]) -> dict[str, int]:
@@ -225,7 +270,7 @@ def enqueue_fresh(
         return
     retry = [pk for pk in delivery_ids if pk in failing]
     # Raises when the broker is unreachable: the hand-off gives up after one timeout.
-    if _read_queue_depths((RETRY_QUEUE,))[RETRY_QUEUE] >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
+    if _retry_queue_depth() >= settings.HOOKPOST_QUEUE_TARGET_DEPTH:
         # The retry queue is at its target (a broken tenant's fan-out can fill it faster than
         # hanging receivers let it drain): give the dispatch lease back instead, and the
         # scheduler hands them out as the queue has room, so the queue stays short.

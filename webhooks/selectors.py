@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -52,8 +54,17 @@ def endpoint_current_secret(*, endpoint: Endpoint) -> str:
 
 def endpoint_signing_secrets(*, endpoint: Endpoint) -> list[str]:
     """Every secret that signs now: the current one first, then unexpired old ones."""
+    return endpoints_signing_secrets(endpoint_ids=[endpoint.pk]).get(endpoint.pk, [])
+
+
+def endpoints_signing_secrets(*, endpoint_ids: Collection[int]) -> dict[int, list[str]]:
+    """``endpoint_signing_secrets`` of each of ``endpoint_ids``, in one query (a worker's
+    task may hold many endpoints' deliveries)."""
     now = timezone.now()
-    rows = EndpointSecret.objects.filter(endpoint=endpoint).filter(
+    rows = EndpointSecret.objects.filter(endpoint_id__in=list(endpoint_ids)).filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=now)
     )
-    return [row.secret for row in sorted(rows, key=lambda r: (r.expires_at is not None, r.created_at))]
+    by_endpoint: dict[int, list[str]] = {}
+    for row in sorted(rows, key=lambda r: (r.expires_at is not None, r.created_at)):
+        by_endpoint.setdefault(row.endpoint_id, []).append(row.secret)
+    return by_endpoint

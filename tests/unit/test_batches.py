@@ -18,19 +18,21 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries import bulkhead, engine, leases, outbound, recording
+from deliveries import breaker, bulkhead, engine, leases, outbound, recording
 from deliveries.models import Attempt, Delivery
 from deliveries.scheduler import due_deliveries
 from deliveries.transport import TransportResult
 from tests.factories import EndpointFactory
 from tests.unit.protection_helpers import ScriptedTransport, leased_batch, open_circuit
+from webhooks.models import EndpointSecret
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def endpoint() -> Any:
-    return EndpointFactory(retry_schedule=[60] * 5, max_in_flight=1)
+    """A proven endpoint (it answered 2xx before) with one place: its batches go one by one."""
+    return EndpointFactory(retry_schedule=[60] * 5, max_in_flight=1, last_success_at=timezone.now())
 
 
 def _script(monkeypatch: Any, *statuses: int | None) -> ScriptedTransport:
@@ -74,6 +76,34 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(monkeypatch):
     assert statements(2) == statements(20)
 
 
+def test_a_task_holding_several_endpoints_sends_each_as_a_batch_of_its_own(monkeypatch):
+    # given one task's deliveries to three endpoints (the dispatcher packs small remains
+    # together), under one dispatch lease; the second endpoint answers 503
+    endpoints = [EndpointFactory(last_success_at=timezone.now(), max_in_flight=1) for _ in range(3)]
+    transport = _script(monkeypatch, 200, 200, 503, 200, 200)
+    token = leases.new_token()
+    deliveries = []
+    for endpoint in endpoints:
+        group, _ = leased_batch(endpoint, 2)
+        Delivery.objects.filter(pk__in=[d.pk for d in group]).update(lease_token=token)
+        deliveries += group
+
+    with CaptureQueriesContext(connection) as queries:
+        statuses = _run(deliveries, token)
+
+    # then each endpoint's failure stops only its own batch: the 503's sibling is handed back
+    first, second, third = (deliveries[i : i + 2] for i in (0, 2, 4))
+    assert [statuses[d.pk] for d in first + third] == ["succeeded"] * 4
+    assert [statuses[d.pk] for d in second] == ["failed", "released"]
+    assert len(transport.sent) == 5
+    # and the task claimed them all in one statement
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len([sql for sql in updates if all(str(d.pk) in sql for d in deliveries)]) == 1
+    # and read the three endpoints' signing secrets in one query
+    secrets_table = f'"{EndpointSecret._meta.db_table}"'
+    assert len([q for q in queries.captured_queries if secrets_table in q["sql"]]) == 1
+
+
 def test_a_batch_loads_its_endpoint_and_event_type_once(endpoint):
     deliveries, token = leased_batch(endpoint, 4)
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(event_type=deliveries[0].event_type)
@@ -106,6 +136,26 @@ def test_a_batch_stops_at_the_first_failure_and_hands_the_rest_back(monkeypatch,
     # and what was handed back is due again for the scheduler, without an attempt spent
     assert set(due_deliveries().values_list("pk", flat=True)) == {deliveries[2].pk, deliveries[3].pk}
     assert not Attempt.objects.filter(delivery__in=deliveries[2:]).exists()
+
+
+def test_a_failing_endpoints_batch_goes_on_until_its_circuit_opens(monkeypatch, settings):
+    # given an endpoint never yet successful, whose receiver answers 503, and a batch of eight
+    settings.HOOKPOST_BREAKER_FAILURE_THRESHOLD = 3
+    settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 30
+    transport = _script(monkeypatch, 503, 503, 503, 503)
+    endpoint = EndpointFactory(retry_schedule=[60] * 5, last_success_at=None)
+    deliveries, token = leased_batch(endpoint, 8)
+
+    statuses = _run(deliveries, token)
+
+    # then it sent one at a time until the third failure opened the circuit
+    assert len(transport.sent) == 3
+    assert [statuses[d.pk] for d in deliveries] == ["failed"] * 3 + ["deferred"] * 5
+    # and the rest waits out the cool-down, no attempt spent, deferred by the open circuit
+    rest = Delivery.objects.filter(pk__in=[d.pk for d in deliveries[3:]])
+    assert all(29 <= (d.next_attempt_at - timezone.now()).total_seconds() <= 36 for d in rest)
+    assert {(d.attempt_count, d.lease_token) for d in rest} == {(0, None)}
+    assert breaker.snapshot(endpoint).state == breaker.OPEN
 
 
 def test_no_send_starts_after_the_budget(monkeypatch, settings, endpoint):

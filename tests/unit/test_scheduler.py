@@ -340,8 +340,10 @@ def test_the_enqueue_runs_after_commit_when_the_lease_is_visible_to_workers(make
 
 
 @pytest.fixture
-def broker() -> Any:
-    """The test settings' real Redis broker, with the delivery queues emptied before and after."""
+def broker(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The test settings' real Redis broker, with the delivery queues emptied before and after,
+    and each look at the retry queue's depth a fresh one (tests empty it between looks)."""
+    monkeypatch.setattr(tasks, "_RETRY_DEPTH_MAX_AGE_SECONDS", 0.0)
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
 
     def empty() -> None:
@@ -393,11 +395,25 @@ def test_enqueue_batches_by_endpoint_up_to_the_batch_size(broker, settings):
     # when they are enqueued
     tasks.enqueue([1, 2, 3, 4, 5], "token", Lane.FIRST, endpoints)
 
-    # then no batch mixes endpoints, none is larger than two, and order is kept
+    # then none is larger than two, and each endpoint's order is kept
     batches = [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)]
-    assert batches == [[1, 3], [4], [2, 5]]
-    # and each task names its endpoint, for a look at its places before any claim
-    assert [kwargs["endpoint_uid"] for kwargs in _kwargs(broker, FIRST_QUEUE)] == ["ep_7", "ep_7", "ep_8"]
+    assert batches == [[1, 3], [2, 5], [4]]
+    # and each task of one endpoint names it, for a look at its places before any claim
+    assert [kwargs["endpoint_uid"] for kwargs in _kwargs(broker, FIRST_QUEUE)] == ["ep_7", "ep_8", "ep_7"]
+
+
+def test_enqueue_packs_what_is_left_of_each_endpoint_into_shared_tasks(broker, settings):
+    # given five endpoints with one delivery each, and one with three, and batches of three
+    settings.HOOKPOST_DELIVERY_BATCH_SIZE = 3
+    endpoints = {1: "ep_1", 2: "ep_2", 3: "ep_3", 4: "ep_4", 5: "ep_5", 6: "ep_6", 7: "ep_6", 8: "ep_6"}
+
+    tasks.enqueue(list(endpoints), "token", Lane.FIRST, endpoints)
+
+    # then the busy endpoint has a task of its own, and the others share two tasks, not five
+    batches = [args[0] for _, args, _ in _queued(broker, FIRST_QUEUE)]
+    assert batches == [[6, 7, 8], [1, 2, 3], [4, 5]]
+    # which name no endpoint: a worker claims them and admits each endpoint in turn
+    assert [kwargs["endpoint_uid"] for kwargs in _kwargs(broker, FIRST_QUEUE)] == ["ep_6", None, None]
 
 
 def test_enqueue_reads_the_endpoints_when_not_given(broker, make_due, settings):
@@ -418,13 +434,38 @@ def test_work_sent_on_from_an_endpoints_line_names_its_endpoint(broker, make_due
     assert _kwargs(broker, FIRST_QUEUE) == [{"endpoint_uid": delivery.endpoint.uid}]
 
 
+def test_hand_offs_look_at_the_retry_queues_depth_at_most_twice_a_second(broker, monkeypatch):
+    # given a process that looked at the retry queue's depth a moment ago
+    monkeypatch.setattr(tasks, "_RETRY_DEPTH_MAX_AGE_SECONDS", 0.5)
+    monkeypatch.setattr(tasks, "_retry_depth", (0, float("-inf")))
+    looks: list[tuple[str, ...]] = []
+    read = tasks._read_queue_depths
+
+    def counted(names: tuple[str, ...]) -> dict[str, int]:
+        looks.append(names)
+        return read(names)
+
+    monkeypatch.setattr(tasks, "_read_queue_depths", counted)
+    endpoint = EndpointFactory()  # never yet successful: its work takes the retry lane
+    first, second = (DeliveryFactory(endpoint=endpoint, next_attempt_at=timezone.now()) for _ in range(2))
+
+    # when two hand-offs of retry-lane work follow each other
+    tasks.enqueue_fresh([first.pk], None)
+    tasks.enqueue_fresh([second.pk], None)
+
+    # then the broker was asked once, and both were queued
+    assert looks == [(RETRY_QUEUE,)]
+    assert [args[0] for _, args, _ in _queued(broker, RETRY_QUEUE)] == [[first.pk], [second.pk]]
+
+
 def test_queue_depths_are_zero_for_empty_queues(broker):
     assert tasks.queue_depths() == {FIRST_QUEUE: 0, RETRY_QUEUE: 0}
 
 
 @pytest.mark.parametrize("lane", [Lane.FIRST, Lane.RETRY], ids=["only_first_attempts", "only_retries"])
-def test_queue_depths_count_one_queue_while_the_other_is_empty(broker, lane):
+def test_queue_depths_count_one_queue_while_the_other_is_empty(broker, lane, settings):
     # given tasks waiting in one delivery queue only (in Redis an empty queue does not exist)
+    settings.HOOKPOST_DELIVERY_BATCH_SIZE = 1
     tasks.enqueue([21, 22, 23], "token", lane, {21: "ep_1", 22: "ep_2", 23: "ep_3"})
     assert broker.llen(lane.queue) == 3
 
@@ -479,6 +520,7 @@ def test_fresh_retry_lane_work_finding_the_retry_queue_full_is_left_to_the_sched
     # successful (retry lane) beside one to a proven endpoint (first lane), both under the
     # dispatch lease ingest wrote
     settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
+    settings.HOOKPOST_DELIVERY_BATCH_SIZE = 1
     tasks.enqueue([91, 92], "older", Lane.RETRY, {91: "ep_a", 92: "ep_b"})
     proven = make_due()
     unproven = DeliveryFactory(endpoint=EndpointFactory(), next_attempt_at=timezone.now())
