@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from deliveries import breaker, bulkhead, ratelimit
-from deliveries.lanes import Lane, lane_of_fresh
 from deliveries.transport import TransportResult
 from webhooks.models import Endpoint
 from webhooks.selectors import endpoint_max_in_flight
@@ -156,21 +155,27 @@ def circuit_wait(*, endpoint: Endpoint) -> float | None:
     return None if circuit.allowed else _jittered(circuit.retry_in_seconds)
 
 
+def slow_start(endpoint: Endpoint) -> bool:
+    """Whether the endpoint is held to one request in flight (``cap_of``): it has never
+    answered 2xx, or its circuit is not closed (as loaded with its deliveries).
+
+    Answers that do not count against the breaker (a 4xx for one payload) leave a
+    proven endpoint at its cap.
+    """
+    return endpoint.last_success_at is None or endpoint.circuit_state != Endpoint.CircuitState.CLOSED
+
+
 def cap_of(endpoint: Endpoint) -> int:
     """The endpoint's cap on requests in flight across the fleet: its own
-    (``endpoint_max_in_flight``) once proven, one while it has never answered 2xx or
-    is failing now (``lanes.lane_of_fresh`` is the retry lane).
+    (``endpoint_max_in_flight``), or one during a ``slow_start``.
 
-    A slow start: a receiver that hangs is not known to until its first timeout,
-    and a thousand new endpoints that all hang must not fill the workers'
-    ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` with ten requests each. A failing one sends
-    its attempts one after another, so the failures that open its circuit come
-    in a few round trips, while its other batches wait in its line unclaimed.
-    Its first success (recorded) lifts the cap for its next batches.
+    A receiver that hangs is not known to until its first timeout, and a
+    thousand new endpoints that all hang must not fill the workers'
+    ``HOOKPOST_WORKER_MAX_IN_FLIGHT`` with ten requests each; their other
+    batches wait in their line unclaimed. A success recorded (or the circuit
+    closing again) lifts the cap for the next batches.
     """
-    if lane_of_fresh(endpoint) is Lane.RETRY:
-        return 1
-    return endpoint_max_in_flight(endpoint=endpoint)
+    return 1 if slow_start(endpoint) else endpoint_max_in_flight(endpoint=endpoint)
 
 
 def held_by_open_circuits(endpoint_uids: Collection[str]) -> dict[str, float]:

@@ -56,8 +56,8 @@ from deliveries import shared_state
 logger = logging.getLogger(__name__)
 
 # KEYS[1] sorted set of holders scored by lease end (ms), KEYS[2] the cap last given.
-# ARGV: holder, cap, lease ms, places wanted. -> {n, 0}: n places taken (members
-# holder:1..holder:n), or {0, ms until the earliest lease ends}
+# ARGV: holder, cap, lease ms, places wanted. -> {n, left}: n places taken (members
+# holder:1..holder:n) and left places still free, or {0, ms until the earliest lease ends}
 # The cap key lives as long as the holders set (never shortened: a holder with a
 # longer lease may be in it), so the looks below see the cap the holders took under.
 _ACQUIRE = shared_state.LuaScript(
@@ -76,7 +76,7 @@ for i = 1, take do
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1] .. ':' .. i)
 end
 redis.call('PEXPIRE', KEYS[1], keep)
-return {take, 0}
+return {take, free - take}
 """
 )
 
@@ -144,6 +144,7 @@ class Hold:
     ``release()`` gives them back (idempotent)."""
 
     count: int = 1
+    left: int = 0  # places still free at the endpoint once these were taken
     endpoint_key: str | None = None
     holder: str = ""
     local: threading.BoundedSemaphore | None = None
@@ -197,7 +198,7 @@ def acquire(
         holder = uuid.uuid4().hex
         hold.count = min(wanted, cap)
         try:
-            taken, first_lease_ends_ms = _ACQUIRE(  # type: ignore[misc]
+            taken, waited_or_left = _ACQUIRE(  # type: ignore[misc]
                 [key, cap_key], [holder, cap, int(lease_seconds * 1000), hold.count]
             )
         except redis.RedisError:
@@ -205,8 +206,9 @@ def acquire(
             return hold
         if not taken:
             hold.release()
-            return Refused("endpoint", line_wait(first_lease_ends_ms / 1000))
+            return Refused("endpoint", line_wait(waited_or_left / 1000))
         hold.endpoint_key, hold.holder, hold.count = key, holder, int(taken)
+        hold.left = int(waited_or_left)
     return hold
 
 

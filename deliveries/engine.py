@@ -47,7 +47,6 @@ from deliveries import (
     retry,
     send_loop,
 )
-from deliveries.lanes import Lane, lane_of_fresh
 from deliveries.models import Delivery
 from deliveries.recording import Sent
 from deliveries.transport import TransportResult
@@ -81,8 +80,8 @@ class Batch:
     rest_reason: str = admission.RATE_LIMITED
     settled: int = 0
     stopped: bool = False  # an attempt failed: start no more (but see ``_carry_on``)
-    # The endpoint was failing, or not yet proven, when claimed: one place, and a failure
-    # does not stop the batch while the circuit stays closed (``_carry_on``).
+    # ``admission.slow_start`` when claimed: one place, and a failure does not stop the
+    # batch while the circuit stays closed (``_carry_on``).
     slow_start: bool = False
 
 
@@ -199,15 +198,18 @@ def _admit(
         finally:
             if ticket.freed_a_place:
                 line.send_on_next_in_line(endpoint.uid)
+    if ticket.hold is not None and ticket.hold.left > 0:
+        # Places are still free (the endpoint's cap rose since its line formed, or several
+        # were freed together): batches waiting in its line may take them now, rather
+        # than when their line lease ends.
+        line.send_on_next_in_line(endpoint.uid, places=ticket.hold.left)
     if secrets is None:
         try:
             secrets = endpoint_signing_secrets(endpoint=endpoint)
         except Exception:
             ticket.release()
             raise
-    return Batch(
-        endpoint, deliveries, lease, ticket, secrets, slow_start=lane_of_fresh(endpoint) is Lane.RETRY
-    )
+    return Batch(endpoint, deliveries, lease, ticket, secrets, slow_start=admission.slow_start(endpoint))
 
 
 async def send_all(batch: Batch) -> Batch:
@@ -258,15 +260,15 @@ def _carry_on(batch: Batch) -> bool:
     breaker, and whether its circuit still lets attempts through; if not, the rest
     waits out the cool-down (``rest_wait``).
 
-    A failing endpoint's batch goes on, one request at a time, until the failures
-    open its circuit: they come from one claim, in a few round trips, rather than
-    from a claim each, and its later work is then deferred at the hand-off
-    without a task (``admission.held_by_open_circuits``). A proven endpoint's
-    batch stops at its first failure: its next batch is a slow start.
+    A new or failing endpoint's batch goes on, one request at a time, until the
+    failures open its circuit: they come from one claim, in a few round trips,
+    rather than from a claim each, and its later work is then deferred at the
+    hand-off without a task (``admission.held_by_open_circuits``). A proven
+    endpoint's batch stops at its first failure.
 
-    Runs on the send loop's executor threads: the connection a transition's write
-    opens (the circuit mirrored on the endpoint) is closed here, so those threads
-    hold none beside the process's bounded ones.
+    Runs on the send loop's executor threads: the connection a transition's
+    write opens (the circuit mirrored on the endpoint's row) is closed here, so
+    those threads keep none beside the process's bounded ones.
     """
     try:
         _settle(batch)
@@ -326,7 +328,7 @@ def finish(batch: Batch) -> dict[int, str]:
     try:
         _settle(batch)
         if ticket.free_places():
-            line.send_on_next_in_line(endpoint.uid)
+            line.send_on_next_in_line(endpoint.uid, places=ticket.places)
     finally:
         ticket.release()
     try:

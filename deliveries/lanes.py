@@ -40,7 +40,7 @@ def lane_of(
     that hangs is not known to fail until its first timeout, and meanwhile
     each of its fresh messages would hold a first-lane request in flight for
     that long, beside every healthy endpoint's messages (the engine also gives
-    such an endpoint one place per batch).
+    such an endpoint a cap of one, ``admission.cap_of``).
     """
     first = (
         attempt_count == 0

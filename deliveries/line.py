@@ -82,23 +82,27 @@ def _join_line(endpoint_uid: str, delivery_ids: Iterable[int], token: str, secon
         send_on_next_in_line(endpoint_uid)
 
 
-def send_on_next_in_line(endpoint_uid: str) -> None:
-    """A place at the endpoint was freed: queue the first batch waiting in its line.
+def send_on_next_in_line(endpoint_uid: str, places: int = 1) -> None:
+    """``places`` at the endpoint were freed: queue the first batches waiting in its line,
+    as many as want that many places (one at least).
 
-    Its claim presents the line's lease token, so a batch the scheduler has
+    Their claims present the line's lease token, so a batch the scheduler has
     handed out meanwhile (the lease ended) is not sent twice. Trouble is
     logged only: the waiting deliveries' lease ends and the scheduler sends them.
     """
     try:
-        # Entries whose lease has ended are the scheduler's now: skip them, so the
-        # freed place goes to a batch still waiting for it.
-        for _ in range(_LINE_SKIP_LIMIT):
+        wanted, skipped = 0, 0
+        while wanted < places and skipped < _LINE_SKIP_LIMIT:
             entry = bulkhead.next_in_line(endpoint_uid=endpoint_uid)
             if entry is None:
                 return
             waiting = json.loads(entry)
-            if waiting["until"] > time.time():
-                dispatch.enqueue_now(waiting["ids"], waiting["token"])
-                return
+            # Entries whose lease has ended are the scheduler's now: skip them, so the
+            # freed places go to batches still waiting for them.
+            if waiting["until"] <= time.time():
+                skipped += 1
+                continue
+            dispatch.enqueue_now(waiting["ids"], waiting["token"])
+            wanted += len(waiting["ids"])
     except Exception:
         logger.exception("could not send on the line of %s; its deferrals will end instead", endpoint_uid)

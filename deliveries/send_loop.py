@@ -112,23 +112,33 @@ def _to_recorder(
     global _unrecorded
     with _room:
         _unrecorded += 1
-    recorders.submit(_finish, done, finish, reserve)
+    try:
+        recorders.submit(_finish, done, finish, reserve)
+    except RuntimeError:  # the recorders are shut down with the interpreter
+        logger.warning("no recorder for a batch; its deliveries return when their lease ends")
+        _finished(reserve)
 
 
 def _finish(done: Future[T], finish: Callable[[T], object], reserve: int) -> None:
-    global _reserved, _batches, _unrecorded
-    close_old_connections()
     try:
+        close_old_connections()
         finish(done.result())
     except Exception:
         logger.exception("could not finish a batch; its deliveries return when their lease ends")
     finally:
-        close_old_connections()
-        with _room:
-            _reserved -= reserve
-            _batches -= 1
-            _unrecorded -= 1
-            _room.notify_all()
+        try:
+            close_old_connections()
+        finally:
+            _finished(reserve)
+
+
+def _finished(reserve: int) -> None:
+    global _reserved, _batches, _unrecorded
+    with _room:
+        _reserved -= reserve
+        _batches -= 1
+        _unrecorded -= 1
+        _room.notify_all()
 
 
 def wait_for_room() -> None:

@@ -103,7 +103,7 @@ def enqueue(
 
     Deliveries are grouped by endpoint (``endpoints`` maps delivery id to
     endpoint uid; read from the database when not given) and cut into tasks
-    of ``HOOKPOST_DELIVERY_BATCH_SIZE`` (``batches``), oldest first. A task
+    of ``HOOKPOST_DELIVERY_BATCH_SIZE`` (``batches``), each endpoint's oldest first. A task
     of one endpoint names it, so a worker can see the endpoint is full before
     claiming anything.
 

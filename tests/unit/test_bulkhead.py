@@ -227,13 +227,16 @@ def test_admission_gives_the_bulkhead_the_endpoints_cap(settings):
     assert admit(capped).admitted
 
 
-def test_an_endpoint_has_one_place_until_it_is_proven_and_while_it_fails(settings):
+def test_an_endpoint_has_one_place_until_it_is_proven_and_while_its_circuit_is_not_closed(settings):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
     proven = timezone.now()
-    # a new endpoint, one answering 2xx, one failing since, one whose circuit is open
+    # a new endpoint, one answering 2xx, one that refused a payload since (a 4xx: not a
+    # breaker failure), one whose circuit is open, one half-open
     new = EndpointFactory.build(max_in_flight=4, last_success_at=None)
     healthy = EndpointFactory.build(max_in_flight=4, last_success_at=proven)
-    failing = EndpointFactory.build(last_success_at=proven, consecutive_failures=1)
+    refused = EndpointFactory.build(last_success_at=proven, consecutive_failures=1)
     tripped = EndpointFactory.build(last_success_at=proven, circuit_state="open")
+    probing = EndpointFactory.build(last_success_at=proven, circuit_state="half_open")
 
-    assert [admission.cap_of(e) for e in (new, healthy, failing, tripped)] == [1, 4, 1, 1]
+    caps = [admission.cap_of(e) for e in (new, healthy, refused, tripped, probing)]
+    assert caps == [1, 4, 10, 1, 1]

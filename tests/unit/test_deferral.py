@@ -15,7 +15,18 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries import breaker, bulkhead, engine, leases, outbound, ratelimit, send_loop, shared_state, tasks
+from deliveries import (
+    breaker,
+    bulkhead,
+    engine,
+    leases,
+    line,
+    outbound,
+    ratelimit,
+    send_loop,
+    shared_state,
+    tasks,
+)
 from deliveries.models import Attempt, Delivery, Message
 from deliveries.scheduler import due_deliveries
 from deliveries.signals import delivery_deferred
@@ -165,6 +176,33 @@ def test_the_batch_that_frees_a_place_sends_on_the_first_in_line(settings, trans
     assert enqueued == [([waiting.pk], token)]
     assert engine.delivery_run(delivery_id=waiting.pk, token=token) == "succeeded"
     assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
+
+
+def test_places_freed_together_send_on_as_many_waiting_batches_as_want_them(settings, transport, enqueued):
+    # given a proven endpoint with three places, all held, and four batches waiting in its
+    # line: one of two deliveries, then three of one
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 3
+    endpoint = EndpointFactory(last_success_at=timezone.now())
+    held = bulkhead.acquire(
+        endpoint_uid=endpoint.uid, slow=False, lease_seconds=30, timeout_seconds=1, wanted=3
+    )
+    assert isinstance(held, bulkhead.Hold) and held.count == 3
+    pair = [_delivery_to(endpoint), _delivery_to(endpoint)]
+    singles = [_delivery_to(endpoint) for _ in range(3)]
+    for batch in (pair, *([d] for d in singles)):
+        token = leases.new_token()
+        Delivery.objects.filter(pk__in=[d.pk for d in batch]).update(
+            lease_token=token, next_attempt_at=timezone.now()
+        )
+        statuses = engine.delivery_run_batch(delivery_ids=[d.pk for d in batch], token=token)
+        assert set(statuses.values()) == {"deferred"}
+
+    # when the batch holding the three places finishes
+    held.release()
+    line.send_on_next_in_line(endpoint.uid, places=held.count)
+
+    # then the first two in line, wanting three places between them, are sent on
+    assert [ids for ids, _ in enqueued] == [sorted(d.pk for d in pair), [singles[0].pk]]
 
 
 def test_a_place_freed_before_the_batch_joined_the_line_sends_it_on_at_once(
