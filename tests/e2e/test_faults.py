@@ -2,6 +2,7 @@
 receiver that never answers. Each test starts its own workers (``make_worker``)
 and ends with the ledger: every accepted (message, endpoint) pair reached the
 receiver and its delivery succeeded -- nothing lost."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
