@@ -55,9 +55,10 @@ from deliveries import shared_state
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] sorted set of holders scored by lease end (ms), KEYS[2] the cap last given.
-# ARGV: holder, cap, lease ms, places wanted. -> {n, left}: n places taken (members
-# holder:1..holder:n) and left places still free, or {0, ms until the earliest lease ends}
+# KEYS[1] sorted set of holders scored by lease end (ms), KEYS[2] the cap last given,
+# KEYS[3] the endpoint's line. ARGV: holder, cap, lease ms, places wanted. -> {n, left}:
+# n places taken (members holder:1..holder:n) and left places still free, counted only
+# while someone waits in the line (0 otherwise), or {0, ms until the earliest lease ends}
 # The cap key lives as long as the holders set (never shortened: a holder with a
 # longer lease may be in it), so the looks below see the cap the holders took under.
 _ACQUIRE = shared_state.LuaScript(
@@ -76,6 +77,9 @@ for i = 1, take do
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1] .. ':' .. i)
 end
 redis.call('PEXPIRE', KEYS[1], keep)
+if redis.call('LLEN', KEYS[3]) == 0 then
+  return {take, 0}
+end
 return {take, free - take}
 """
 )
@@ -144,7 +148,7 @@ class Hold:
     ``release()`` gives them back (idempotent)."""
 
     count: int = 1
-    left: int = 0  # places still free at the endpoint once these were taken
+    left: int = 0  # places still free at the endpoint once these were taken, if its line waits
     endpoint_key: str | None = None
     holder: str = ""
     local: threading.BoundedSemaphore | None = None
@@ -199,7 +203,8 @@ def acquire(
         hold.count = min(wanted, cap)
         try:
             taken, waited_or_left = _ACQUIRE(  # type: ignore[misc]
-                [key, cap_key], [holder, cap, int(lease_seconds * 1000), hold.count]
+                [key, cap_key, shared_state.key("waiting", endpoint_uid)],
+                [holder, cap, int(lease_seconds * 1000), hold.count],
             )
         except redis.RedisError:
             logger.warning("in-flight state unavailable for %s; letting the attempt through", endpoint_uid)

@@ -199,8 +199,8 @@ def _admit(
             if ticket.freed_a_place:
                 line.send_on_next_in_line(endpoint.uid)
     if ticket.hold is not None and ticket.hold.left > 0:
-        # Places are still free (the endpoint's cap rose since its line formed, or several
-        # were freed together): batches waiting in its line may take them now, rather
+        # Places are still free and batches wait in the endpoint's line (its cap rose since
+        # the line formed, or several were freed together): they may take them now, rather
         # than when their line lease ends.
         line.send_on_next_in_line(endpoint.uid, places=ticket.hold.left)
     if secrets is None:

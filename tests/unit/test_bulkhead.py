@@ -240,3 +240,14 @@ def test_an_endpoint_has_one_place_until_it_is_proven_and_while_its_circuit_is_n
 
     caps = [admission.cap_of(e) for e in (new, healthy, refused, tripped, probing)]
     assert caps == [1, 4, 10, 1, 1]
+
+
+def test_a_hold_counts_the_places_left_only_while_someone_waits_in_the_line(settings, endpoint):
+    settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 5
+    # with nobody in the endpoint's line, the places left are not worth sending anyone on for
+    alone = _take(endpoint)
+    assert isinstance(alone, Hold) and alone.left == 0
+    # with a batch waiting, the next hold says how many places it could take now
+    bulkhead.wait_in_line(endpoint_uid=endpoint, entry="waiting", seconds=30)
+    beside = _take(endpoint)
+    assert isinstance(beside, Hold) and beside.left == 3
