@@ -5,6 +5,7 @@ Redis install. Not for production: it keeps nothing on disk.
 
     python -m config.embedded_redis [port]
 """
+
 from __future__ import annotations
 
 import os

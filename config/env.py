@@ -3,6 +3,7 @@
 Strict on purpose: a typo such as ``DEBUG=ture`` must stop the process with a
 clear message instead of silently meaning False.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 On SIGTERM each worker flags itself not ready (/readyz -> 503) and gunicorn
 drains in-flight requests for up to ``graceful_timeout`` seconds.
 """
+
 from __future__ import annotations
 
 import os

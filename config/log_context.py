@@ -7,6 +7,7 @@ followed from the API call to the worker's attempts. Services add their own
 ids (tenant, endpoint, message, delivery, attempt) with ``extra=``; secrets and
 payloads are never logged.
 """
+
 from __future__ import annotations
 
 import contextvars

@@ -1,4 +1,5 @@
 """Shared fixtures: tenants, keys and authenticated API clients."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

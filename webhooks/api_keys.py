@@ -4,6 +4,7 @@ Only the SHA-256 of a key is stored. A fast hash is right here (unlike
 passwords): keys carry 256 bits of randomness, so brute force is hopeless,
 and every API request must look its key up cheaply.
 """
+
 from __future__ import annotations
 
 import hashlib

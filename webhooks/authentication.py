@@ -1,4 +1,5 @@
 """``Authorization: Bearer hp_…`` authentication for the REST API."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -3,6 +3,7 @@
 Services know nothing about HTTP; ``config.api.errors`` maps each class to a
 status code and the API's error envelope.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 ULIDs sort by creation time, so ids read in order in logs and the admin, and
 the prefix tells a support engineer what an id refers to at a glance.
 """
+
 from __future__ import annotations
 
 from ulid import ULID
@@ -15,4 +16,3 @@ def new_id(prefix: str) -> str:
     if prefix not in PREFIXES:
         raise ValueError(f"unknown id prefix {prefix!r}")
     return f"{prefix}_{ULID()}"
-

@@ -1,5 +1,6 @@
 """Who may call what. 403 is for valid keys asking for operator actions;
 which tenant a key may see is ``webhooks.tenancy``'s job (foreign -> 404)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,4 +34,3 @@ class IsOperatorOrReadOnly(BasePermission):
         if not isinstance(request.auth, ApiKey):
             return False
         return request.method in SAFE_METHODS or request.auth.is_operator
-

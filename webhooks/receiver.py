@@ -30,6 +30,7 @@ is not a substitute for idempotent handling: the cache forgets an id after the
 window, and a sender retries with the same id after a lost response. Record
 ``event.id`` durably (a unique column) in the same transaction as the work.
 """
+
 from __future__ import annotations
 
 import functools

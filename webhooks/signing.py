@@ -4,6 +4,7 @@ copy or import this module on its own.
 A secret is ``whsec_`` followed by the base64 of 24-64 random bytes; the HMAC
 key is the decoded bytes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,7 +38,7 @@ def decode_secret(secret: str) -> bytes:
 
     Raises InvalidSecret when the rest is not base64 of 24-64 bytes.
     """
-    encoded = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
+    encoded = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
     try:
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:

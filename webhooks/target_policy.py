@@ -16,6 +16,7 @@ dotted quad (``2130706433``, ``0177.0.0.1``, ``0x7f.1``). Networks listed in
 ``HOOKPOST_ALLOWED_TARGET_NETWORKS`` bypass the network block (development and
 tests only); odd spellings are refused even then.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -4,6 +4,7 @@ Foreign tenants and their objects answer 404, never 403, so a key cannot learn
 what exists outside its own tenant. Every ``/tenants/{uid}/…`` view derives
 from ``TenantScopedView`` and reads only through ``self.tenant``.
 """
+
 from __future__ import annotations
 
 from typing import Any

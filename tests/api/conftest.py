@@ -1,4 +1,5 @@
 """Fixtures of the API tests."""
+
 from __future__ import annotations
 
 from typing import Any

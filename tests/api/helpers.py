@@ -1,5 +1,6 @@
 """Shared by the API tests: the table of routes, a populated tenant, the error
 envelope and "nothing changed" assertions."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Authentication and authorization on every route: bearer keys, 401 and 403."""
+
 from __future__ import annotations
 
 import hashlib

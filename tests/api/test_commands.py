@@ -1,4 +1,5 @@
 """Management commands create_tenant and create_api_key, used against the API."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """/api/v1/tenants/{uid}/deliveries/: delivery history with filters, and attempts."""
+
 from __future__ import annotations
 
 from datetime import timedelta

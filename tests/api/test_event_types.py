@@ -1,4 +1,5 @@
 """/api/v1/event-types/: read with any key, write with an operator key."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Tenants are isolated: a foreign tenant or object is a 404 on every route,
 and nothing of the other tenant changes."""
+
 from __future__ import annotations
 
 from deliveries.models import Message
@@ -104,4 +105,3 @@ def test_publishing_with_a_foreign_message_id_does_not_touch_the_foreign_message
     assert response.status_code == 202, response.json()
     assert Message.objects.get(tenant=other_tenant).payload == {"b": True}
     assert Message.objects.get(tenant=tenant).payload == a.message.payload
-

@@ -1,4 +1,5 @@
 """/api/v1/tenants/: operator-managed tenants; a tenant key reads its own."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,6 +1,7 @@
 """Shared steps of the end-to-end tests: register endpoints and publish through
 the real API, wait (bounded) for database state, and the ledger check that
 nothing accepted was lost."""
+
 from __future__ import annotations
 
 import time
@@ -95,9 +96,9 @@ def assert_ledger(
 
     def unfinished() -> set[tuple[str, str]]:
         done = set(
-            Delivery.objects.filter(
-                message__uid__in=messages, status=Delivery.Status.SUCCEEDED
-            ).values_list("message__uid", "endpoint__uid")
+            Delivery.objects.filter(message__uid__in=messages, status=Delivery.Status.SUCCEEDED).values_list(
+                "message__uid", "endpoint__uid"
+            )
         )
         return expected - done
 

@@ -7,6 +7,7 @@ spy on every outgoing ``socket.connect``, prove that no connection is made.
 A control case with the address allowlisted shows the same listener and spy
 do see a connection when one happens.
 """
+
 from __future__ import annotations
 
 import ipaddress

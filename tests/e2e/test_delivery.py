@@ -1,4 +1,5 @@
 """A published message reaches a real receiver, signed, through a real worker."""
+
 from __future__ import annotations
 
 import json

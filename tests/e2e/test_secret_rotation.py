@@ -1,6 +1,7 @@
 """Secret rotation end to end: during the grace period a delivered request
 verifies with the old secret and with the new one, in both the
 ``standardwebhooks`` and the ``svix`` receiver libraries."""
+
 from __future__ import annotations
 
 import pytest

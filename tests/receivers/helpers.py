@@ -1,4 +1,5 @@
 """Signed requests as Hookpost's worker builds them, for receiver tests."""
+
 from __future__ import annotations
 
 import json

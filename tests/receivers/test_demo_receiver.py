@@ -1,5 +1,6 @@
 """``manage.py demo_receiver`` as a real process: signed requests get 204 and one
 line each, forged ones 401, duplicates are acknowledged once processed."""
+
 from __future__ import annotations
 
 import os

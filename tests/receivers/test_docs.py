@@ -5,6 +5,7 @@ as the files of a small Django app (``receiver_docs_example``), installed for
 this module, and fed signed, forged, stale and replayed requests through real
 URL routing. The guide's example request must verify with its example secret.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """Our signatures verify with the ``standardwebhooks`` and ``svix`` packages, and
 theirs verify with ours: same id, timestamp and body, both directions."""
+
 from __future__ import annotations
 
 import base64

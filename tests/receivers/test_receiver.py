@@ -6,6 +6,7 @@ Every rejection is checked for having no side effect: the view did not run
 (``HANDLED`` stays empty) and the webhook-id was not claimed (the genuine
 request with the same id is still accepted afterwards).
 """
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """Properties of ``webhooks.signing.verify`` over random bodies, ids,
 timestamps and secrets, and its error for each kind of bad request."""
+
 from __future__ import annotations
 
 import base64

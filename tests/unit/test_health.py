@@ -1,4 +1,5 @@
 """Health probes and request ids."""
+
 from __future__ import annotations
 
 import json

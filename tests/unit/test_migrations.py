@@ -1,4 +1,5 @@
 """The models and the migrations agree."""
+
 from __future__ import annotations
 
 from io import StringIO

@@ -1,4 +1,5 @@
 """The suite runs against a real Redis: the Django cache is the Redis backend."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Endpoint secrets: ``whsec_`` + base64 of 24-64 random bytes."""
+
 from __future__ import annotations
 
 import base64

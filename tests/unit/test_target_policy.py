@@ -1,4 +1,5 @@
 """The target-address policy: which webhook URLs and addresses Hookpost may call."""
+
 from __future__ import annotations
 
 import ipaddress

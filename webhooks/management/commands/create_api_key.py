@@ -1,4 +1,5 @@
 """``python manage.py create_api_key (--tenant <uid> | --operator)``; prints the key once."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """``python manage.py create_tenant <uid> [--name N]``"""
+
 from __future__ import annotations
 
 from typing import Any

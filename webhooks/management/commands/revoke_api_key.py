@@ -1,4 +1,5 @@
 """``python manage.py revoke_api_key <prefix>``"""
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,6 +6,7 @@ receiver has accepted it (it answers 2xx only for a verified signature), and
 prints where to look. Then it stays up (``--wait``), because honcho stops every
 process when one exits.
 """
+
 from __future__ import annotations
 
 import json
