@@ -58,10 +58,17 @@ run: install
 	  $(BIN)/python -m config.embedded_redis $(EMBEDDED_REDIS_PORT) > var/redis.log 2>&1 & echo $$! > var/redis.pid; \
 	  sleep 1; \
 	fi; \
+	[ -n "$$HOOKPOST_ENCRYPTION_KEY" ] || key_file="$(CURDIR)/var/encryption-key"; \
 	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:$(EMBEDDED_REDIS_PORT)/0} PATH=$(CURDIR)/$(BIN):$$PATH \
 	  HOOKPOST_ENCRYPTION_KEY=$${HOOKPOST_ENCRYPTION_KEY:-$$(cat var/encryption-key)} \
 	  HOOKPOST_PORT=$(HOOKPOST_PORT) RECEIVER_PORT=$(RECEIVER_PORT) \
 	  HOOKPOST_ALLOWED_TARGET_NETWORKS=$${HOOKPOST_ALLOWED_TARGET_NETWORKS:-127.0.0.1/32}; \
+	(umask 077; { echo "# Written by make run: the settings its processes run with, for commands run by hand"; \
+	  echo "# (.venv/bin/python manage.py ...). Variables set in the environment win."; \
+	  echo "DEBUG=true"; echo "REDIS_URL=$$REDIS_URL"; \
+	  if [ -n "$$DATABASE_URL" ]; then echo "DATABASE_URL=$$DATABASE_URL"; fi; \
+	  if [ -n "$$key_file" ]; then echo "HOOKPOST_ENCRYPTION_KEY_FILE=$$key_file"; fi; \
+	  echo "HOOKPOST_ALLOWED_TARGET_NETWORKS=$$HOOKPOST_ALLOWED_TARGET_NETWORKS"; } > .env); \
 	python manage.py migrate --no-input && \
 	python manage.py seed_demo --base-url http://127.0.0.1:$(HOOKPOST_PORT) \
 	  --receiver-url http://127.0.0.1:$(RECEIVER_PORT)/webhooks \
@@ -70,7 +77,7 @@ run: install
 	status=$$?; [ -f var/redis.pid ] && kill $$(cat var/redis.pid) 2>/dev/null; rm -f var/redis.pid; exit $$status
 
 clean:
-	rm -rf $(VENV) db.sqlite3 .pytest_cache
+	rm -rf $(VENV) db.sqlite3 .env .pytest_cache
 
 ## Benchmarks (docs/BENCHMARKS.md): its own database hookpost_bench and Redis DB 12.
 ## bench-deps installs nginx (the cheap receiver) and its echo module (receivers that

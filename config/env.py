@@ -6,9 +6,22 @@ clear message instead of silently meaning False.
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
+
+
+def load_env_file(path: str) -> None:
+    """Set the variables of the dotenv file at ``path`` that the environment leaves unset.
+
+    The environment always wins. An empty ``path`` or a missing file is no error.
+    """
+    if path and Path(path).is_file():
+        load_dotenv(path, override=False)
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -49,9 +62,34 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    """A finite number; blank or unset means ``default``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
     """Comma-separated list; blank items are dropped."""
     raw = os.environ.get(name)
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_int_list(name: str, default: list[int]) -> list[int]:
+    """Comma-separated integers; blank items are dropped."""
+    items = env_list(name, [str(value) for value in default])
+    try:
+        return [int(item) for item in items]
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{name} must be comma-separated integers, got {os.environ[name]!r}"
+        ) from exc

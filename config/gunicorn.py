@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from config.env import env_int
+
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+workers = env_int("WEB_CONCURRENCY", 2)
+threads = env_int("GUNICORN_THREADS", 4)
 timeout = 30
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = 5
 accesslog = "-"
 

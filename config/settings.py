@@ -1,21 +1,28 @@
 """Hookpost settings, read from the environment.
 
 Production is the default: with ``DEBUG`` unset or false the process refuses
-to start without ``SECRET_KEY``. ``make run`` sets ``DEBUG=true`` and falls
-back to SQLite and an in-process cache when ``DATABASE_URL`` / ``REDIS_URL``
-are unset.
+to start without ``SECRET_KEY``. ``make run`` sets ``DEBUG=true`` (in its
+processes' environment and in ``.env``) and falls back to SQLite and an
+in-process cache when ``DATABASE_URL`` / ``REDIS_URL`` are unset.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_int_list, env_list, env_str, load_env_file
+from config.quiet_ticks import CELERY_LOGGERS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# `make run` writes .env (DEBUG, its Redis, the encryption key's file) so that a
+# management command run by hand sees what its processes see. HOOKPOST_DOTENV
+# names another file, or none when empty (the test suite's choice).
+load_env_file(os.environ.get("HOOKPOST_DOTENV", str(BASE_DIR / ".env")))
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -88,8 +95,10 @@ DATABASES = {
         # made all of a worker's threads reconnect together every minute, each a new
         # PostgreSQL backend warming its caches: the bench's isolation runs lost a tenth of
         # their throughput in the minute it fell in (docs/BENCHMARKS.md). Health checks
-        # replace a connection the server dropped before it is used.
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
+        # replace a connection the server dropped before it is used. Under DEBUG none is
+        # kept: runserver serves each request on a new thread, and each thread's
+        # connection stayed open for the whole age (31 backends after 100 admin pages).
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0 if DEBUG else 600),
         conn_health_checks=True,
     )
 }
@@ -114,8 +123,8 @@ REDIS_URL = env_str("REDIS_URL")
 # Every client of Redis (broker, protection state, cache) bounds its round trips, so a
 # Redis that is down or frozen costs a publish's hand-off a fraction of a second and a
 # delivery's protection check as much (both go on without it), never a request's time.
-REDIS_CONNECT_TIMEOUT_SECONDS = float(env_str("REDIS_CONNECT_TIMEOUT_SECONDS", "0.25") or 0.25)
-REDIS_SOCKET_TIMEOUT_SECONDS = float(env_str("REDIS_SOCKET_TIMEOUT_SECONDS", "0.5") or 0.5)
+REDIS_CONNECT_TIMEOUT_SECONDS = env_float("REDIS_CONNECT_TIMEOUT_SECONDS", 0.25)
+REDIS_SOCKET_TIMEOUT_SECONDS = env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 0.5)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -237,7 +246,10 @@ LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "config.log_context.ContextFilter"}},
+    "filters": {
+        "context": {"()": "config.log_context.ContextFilter"},
+        "quiet_ticks": {"()": "config.quiet_ticks.QuietTicks"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -254,15 +266,14 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Celery's lines about the scheduler tick, a few a second (config/quiet_ticks.py).
+    "loggers": {name: {"filters": ["quiet_ticks"]} for name in CELERY_LOGGERS},
 }
 
 # --- Delivery engine ------------------------------------------------------------
 # Delays (seconds) after attempts 1, 2, ...: 8 attempts over about 28 hours.
-HOOKPOST_RETRY_SCHEDULE = [
-    int(x)
-    for x in env_list("HOOKPOST_RETRY_SCHEDULE", ["5", "300", "1800", "7200", "18000", "36000", "36000"])
-]
-HOOKPOST_RETRY_JITTER = float(env_str("HOOKPOST_RETRY_JITTER", "0.2") or 0.2)
+HOOKPOST_RETRY_SCHEDULE = env_int_list("HOOKPOST_RETRY_SCHEDULE", [5, 300, 1800, 7200, 18000, 36000, 36000])
+HOOKPOST_RETRY_JITTER = env_float("HOOKPOST_RETRY_JITTER", 0.2)
 HOOKPOST_RETRY_AFTER_MAX_SECONDS = env_int("HOOKPOST_RETRY_AFTER_MAX_SECONDS", 24 * 3600)
 HOOKPOST_CONNECT_TIMEOUT_SECONDS = env_int("HOOKPOST_CONNECT_TIMEOUT_SECONDS", 5)
 HOOKPOST_RESPONSE_MAX_BYTES = env_int("HOOKPOST_RESPONSE_MAX_BYTES", 16 * 1024)
@@ -273,7 +284,7 @@ HOOKPOST_RESOLVE = env_list("HOOKPOST_RESOLVE")
 HOOKPOST_LEASE_MARGIN_SECONDS = env_int("HOOKPOST_LEASE_MARGIN_SECONDS", 30)
 # A queued (not yet claimed) delivery's lease: after it, the scheduler re-queues.
 HOOKPOST_DISPATCH_LEASE_SECONDS = env_int("HOOKPOST_DISPATCH_LEASE_SECONDS", 120)
-HOOKPOST_SCHEDULER_INTERVAL_SECONDS = float(env_str("HOOKPOST_SCHEDULER_INTERVAL_SECONDS", "1") or 1)
+HOOKPOST_SCHEDULER_INTERVAL_SECONDS = env_float("HOOKPOST_SCHEDULER_INTERVAL_SECONDS", 1.0)
 HOOKPOST_SCHEDULER_BATCH = env_int("HOOKPOST_SCHEDULER_BATCH", 500)
 # The scheduler keeps at most this many delivery tasks (each a batch of up to
 # HOOKPOST_DELIVERY_BATCH_SIZE deliveries) queued in Redis per delivery queue
@@ -292,7 +303,7 @@ HOOKPOST_DELIVERY_BATCH_SIZE = env_int("HOOKPOST_DELIVERY_BATCH_SIZE", 100)
 # its lease (one timeout + margin + this budget) always covers the last send.
 # Five: a batch of 100 with the default cap's 10 places needs two to a receiver
 # that answers in 200 ms, five to one that takes 500 ms.
-HOOKPOST_BATCH_SEND_BUDGET_SECONDS = float(env_str("HOOKPOST_BATCH_SEND_BUDGET_SECONDS", "5") or 5)
+HOOKPOST_BATCH_SEND_BUDGET_SECONDS = env_float("HOOKPOST_BATCH_SEND_BUDGET_SECONDS", 5.0)
 # A worker process sends on one asyncio loop (deliveries.send_loop): at most this
 # many requests in flight or reserved by its batches before its tasks wait to
 # claim more. A request in flight costs a socket and about 50 KB.
@@ -315,21 +326,21 @@ HOOKPOST_RECORDER_THREADS = env_int("HOOKPOST_RECORDER_THREADS", 4)
 HOOKPOST_BREAKER_FAILURE_THRESHOLD = env_int("HOOKPOST_BREAKER_FAILURE_THRESHOLD", 5)
 # ... or when at least this share of at least MIN_ATTEMPTS attempts in the
 # sliding window failed.
-HOOKPOST_BREAKER_FAILURE_RATE = float(env_str("HOOKPOST_BREAKER_FAILURE_RATE", "0.5") or 0.5)
+HOOKPOST_BREAKER_FAILURE_RATE = env_float("HOOKPOST_BREAKER_FAILURE_RATE", 0.5)
 HOOKPOST_BREAKER_MIN_ATTEMPTS = env_int("HOOKPOST_BREAKER_MIN_ATTEMPTS", 20)
 HOOKPOST_BREAKER_WINDOW_SECONDS = env_int("HOOKPOST_BREAKER_WINDOW_SECONDS", 60)
 # Open for this long, doubling on each re-open up to the maximum.
-HOOKPOST_BREAKER_COOLDOWN_SECONDS = float(env_str("HOOKPOST_BREAKER_COOLDOWN_SECONDS", "30") or 30)
-HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS = float(env_str("HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS", "600") or 600)
+HOOKPOST_BREAKER_COOLDOWN_SECONDS = env_float("HOOKPOST_BREAKER_COOLDOWN_SECONDS", 30.0)
+HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS = env_float("HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS", 600.0)
 # While the half-open probe is in flight, other deliveries look again this often
 # (most probes answer long before their lease ends).
-HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS = float(env_str("HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS", "2") or 2)
+HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS = env_float("HOOKPOST_BREAKER_PROBE_RECHECK_SECONDS", 2.0)
 # Deferred deliveries wake up spread over this share of their wait (at most 5 s),
 # so a crowd deferred together does not return together.
-HOOKPOST_DEFER_JITTER = float(env_str("HOOKPOST_DEFER_JITTER", "0.1") or 0.1)
+HOOKPOST_DEFER_JITTER = env_float("HOOKPOST_DEFER_JITTER", 0.1)
 # Token bucket: an endpoint's rate_limit per second, with bursts of this many
 # seconds' worth; work over the limit reserves a slot at most this far ahead.
-HOOKPOST_RATE_LIMIT_BURST_SECONDS = float(env_str("HOOKPOST_RATE_LIMIT_BURST_SECONDS", "1") or 1)
+HOOKPOST_RATE_LIMIT_BURST_SECONDS = env_float("HOOKPOST_RATE_LIMIT_BURST_SECONDS", 1.0)
 HOOKPOST_RATE_LIMIT_MAX_RESERVE_SECONDS = env_int("HOOKPOST_RATE_LIMIT_MAX_RESERVE_SECONDS", 60)
 # Bulkheads: requests in flight to one endpoint across all workers, and the
 # share of one worker's slots that endpoints failing slowly (timeouts, or
@@ -338,9 +349,9 @@ HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = env_int("HOOKPOST_ENDPOINT_MAX_IN_FLIGHT", 10)
 # The largest max_in_flight an endpoint may ask for (API and admin); the default
 # above applies to endpoints that ask for none.
 HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT = env_int("HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT", 1000)
-HOOKPOST_DEGRADED_WORKER_SHARE = float(env_str("HOOKPOST_DEGRADED_WORKER_SHARE", "0.5") or 0.5)
-HOOKPOST_SLOW_FAILURE_SECONDS = float(env_str("HOOKPOST_SLOW_FAILURE_SECONDS", "2") or 2)
-HOOKPOST_BULKHEAD_RETRY_SECONDS = float(env_str("HOOKPOST_BULKHEAD_RETRY_SECONDS", "1") or 1)
+HOOKPOST_DEGRADED_WORKER_SHARE = env_float("HOOKPOST_DEGRADED_WORKER_SHARE", 0.5)
+HOOKPOST_SLOW_FAILURE_SECONDS = env_float("HOOKPOST_SLOW_FAILURE_SECONDS", 2.0)
+HOOKPOST_BULKHEAD_RETRY_SECONDS = env_float("HOOKPOST_BULKHEAD_RETRY_SECONDS", 1.0)
 # An endpoint with no success for this long while failing is disabled.
 HOOKPOST_AUTO_DISABLE_AFTER_SECONDS = env_int("HOOKPOST_AUTO_DISABLE_AFTER_SECONDS", 5 * 24 * 3600)
 # Operational events (endpoint.disabled, message.attempt.exhausted,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+# The suite never reads a developer's .env (written by `make run`: DEBUG, its Redis,
+# a narrowed address policy); its subprocesses inherit this too.
+os.environ.setdefault("HOOKPOST_DOTENV", "")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hookpost")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -7,9 +7,11 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.api.helpers import assert_error
+from webhooks import services
 from webhooks.models import ApiKey, Tenant
 
 
@@ -98,3 +100,55 @@ def test_create_api_key_needs_exactly_one_scope(args):
         _run("create_api_key", *args)
 
     assert ApiKey.objects.count() == 0
+
+
+def _demo_messages(raw: str) -> int:
+    return _client(raw).get("/api/v1/tenants/demo/messages/").status_code
+
+
+@pytest.mark.django_db
+def test_seed_demo_reuses_the_kept_key_across_runs(tmp_path):
+    key_file = tmp_path / "demo-api-key"
+    _run("seed_demo", "--key-file", str(key_file), "--secret-file", str(tmp_path / "secrets"))
+    first = key_file.read_text().strip()
+
+    out, _ = _run("seed_demo", "--key-file", str(key_file), "--secret-file", str(tmp_path / "secrets"))
+
+    assert key_file.read_text().strip() == first
+    assert f"API key (reused): {first}" in out
+    assert ApiKey.objects.filter(tenant__uid="demo", revoked_at__isnull=True).count() == 1
+    assert _demo_messages(first) == 200
+
+
+@pytest.mark.django_db
+def test_seed_demo_replaces_a_revoked_kept_key_and_revokes_every_other_demo_key(tmp_path):
+    key_file = tmp_path / "demo-api-key"
+    _run("seed_demo", "--key-file", str(key_file))
+    first = key_file.read_text().strip()
+    _run("seed_demo")  # by hand, without the file: a second demo key
+    ApiKey.objects.filter(key_hash=hashlib.sha256(first.encode()).hexdigest()).update(
+        revoked_at=timezone.now()
+    )
+
+    out, _ = _run("seed_demo", "--key-file", str(key_file))
+
+    new = key_file.read_text().strip()
+    assert new != first and f"API key (new): {new}" in out
+    assert _demo_messages(new) == 200
+    assert _demo_messages(first) == 401
+    assert ApiKey.objects.filter(tenant__uid="demo", revoked_at__isnull=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_seed_demo_ignores_a_kept_key_of_another_tenant(tmp_path):
+    initech = services.tenant_create(uid="initech", name="Initech")
+    _, raw = services.api_key_create(tenant=initech, name="make run demo")
+    key_file = tmp_path / "demo-api-key"
+    key_file.write_text(raw + "\n")
+
+    out, _ = _run("seed_demo", "--key-file", str(key_file))
+
+    new = key_file.read_text().strip()
+    assert new != raw and "API key (new)" in out
+    assert _demo_messages(new) == 200
+    assert ApiKey.objects.get(key_hash=hashlib.sha256(raw.encode()).hexdigest()).revoked_at is None

@@ -23,7 +23,8 @@ START = (
 
 def start(**env: str) -> subprocess.CompletedProcess[str]:
     """Run ``django.setup()`` with ``config.settings`` and only ``env`` set."""
-    clean = {"PATH": os.defpath, "DJANGO_SETTINGS_MODULE": "config.settings", **env}
+    # HOOKPOST_DOTENV empty: a developer's .env (from `make run`) stays out of it.
+    clean = {"PATH": os.defpath, "DJANGO_SETTINGS_MODULE": "config.settings", "HOOKPOST_DOTENV": "", **env}
     return subprocess.run(
         [sys.executable, "-c", START],
         cwd=PROJECT_DIR,
@@ -101,3 +102,60 @@ def test_debug_true_starts_without_an_encryption_key() -> None:
     result = start(DEBUG="true")
 
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("HOOKPOST_BREAKER_FAILURE_RATE", "abc", "must be a number"),
+        ("HOOKPOST_RETRY_JITTER", "nan", "must be a finite number"),
+        ("HOOKPOST_RETRY_SCHEDULE", "5,x", "must be comma-separated integers"),
+        ("HOOKPOST_DEFAULT_TIMEOUT_SECONDS", "1.5", "must be an integer"),
+    ],
+)
+def test_a_setting_that_does_not_parse_stops_the_process_naming_its_variable(
+    name: str, value: str, says: str
+) -> None:
+    result = start(DEBUG="true", **{name: value})
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} {says}, got {value!r}" in result.stderr
+
+
+def test_number_settings_read_their_variables() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; from django.conf import settings; django.setup(); "
+            "print(settings.HOOKPOST_BREAKER_FAILURE_RATE, settings.HOOKPOST_RETRY_SCHEDULE)",
+        ],
+        cwd=PROJECT_DIR,
+        env={
+            "PATH": os.defpath,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "HOOKPOST_DOTENV": "",
+            "DEBUG": "true",
+            "HOOKPOST_BREAKER_FAILURE_RATE": "0.25",
+            "HOOKPOST_RETRY_SCHEDULE": "1, 2,3",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "0.25 [1, 2, 3]"
+
+
+def test_the_dotenv_file_fills_in_what_the_environment_leaves_unset(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# written by make run\nDEBUG=true\nSECRET_KEY=from-the-dotenv-file\n")
+
+    from_file = start(HOOKPOST_DOTENV=str(dotenv))
+    environment_wins = start(HOOKPOST_DOTENV=str(dotenv), SECRET_KEY="from-the-environment")
+    ignored = start(HOOKPOST_DOTENV="")
+
+    assert "DEBUG=True SECRET_KEY=from-the-dotenv-file" in from_file.stdout, from_file.stderr
+    assert "DEBUG=True SECRET_KEY=from-the-environment" in environment_wins.stdout, environment_wins.stderr
+    assert ignored.returncode != 0 and "SECRET_KEY is not set" in ignored.stderr

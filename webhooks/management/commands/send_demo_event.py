@@ -54,9 +54,12 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"\nDemo event {message_id} was delivered, and the demo receiver verified its signature.\n"
             )
-            + f"  Admin:    {base}/admin/   login {login}\n"
+            + f"  API key:  {key}   (kept in {options['key_file']}; the same on every make run)\n"
+            f"            export HOOKPOST_API_KEY=$(cat {options['key_file']})\n"
+            f"  Admin:    {base}/admin/   login {login}\n"
             f"  API docs: {base}/api/docs/\n"
             f"  Delivery: GET {base}/api/v1/tenants/demo/messages/{message_id}/\n"
+            "  Commands: .venv/bin/python manage.py ... (they read the .env make run wrote)\n"
         )
         while options["wait"]:
             time.sleep(3600)
