@@ -12,6 +12,9 @@ from tests.factories import EventTypeFactory, TenantFactory
 from webhooks import services
 from webhooks.models import ApiKey, EventType, Tenant
 
+# Samples the suite's PostgreSQL connections and fails a run that exceeds its budget.
+pytest_plugins = ["tests.pg_budget"]
+
 
 @dataclass
 class KeyedClient:
