@@ -85,8 +85,8 @@ def make_attempt(
 
 
 def build_history(uid: str, event_type: EventType) -> History:
-    tenant = TenantFactory(uid=uid, name=f"{uid.title()} Inc.")
-    endpoint = EndpointFactory(tenant=tenant, url=f"https://{uid}.example.com/hooks")
+    tenant = TenantFactory.create(uid=uid, name=f"{uid.title()} Inc.")
+    endpoint = EndpointFactory.create(tenant=tenant, url=f"https://{uid}.example.com/hooks")
     delivered = make_delivery(tenant, endpoint, event_type, idempotency_key=f"{uid}-order-1")
     dead = make_delivery(tenant, endpoint, event_type, status=Delivery.Status.DEAD)
     return History(
@@ -102,7 +102,7 @@ def build_history(uid: str, event_type: EventType) -> History:
 
 @pytest.fixture
 def event_type(db: None) -> EventType:
-    return EventTypeFactory(name="invoice.paid")
+    return EventTypeFactory.create(name="invoice.paid")
 
 
 @pytest.fixture

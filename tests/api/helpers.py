@@ -91,7 +91,7 @@ class World:
 
 
 def build_world(tenant: Tenant, event_type: EventType) -> World:
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     published = delivery_services.message_publish(
         tenant=tenant,
         new=delivery_services.NewMessage(event_type=event_type.name, payload={"tenant": tenant.uid}),

@@ -35,7 +35,7 @@ def keyed(make_client, world):
 def test_a_payload_over_the_limit_is_413_and_not_stored(api, tenant, event_type, settings):
     # given a payload limit of 100 bytes
     settings.HOOKPOST_MAX_PAYLOAD_BYTES = 100
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     # when acme publishes a 200-byte payload
@@ -140,7 +140,7 @@ def test_json_that_is_not_strict_json_is_400(api, tenant, event_type, raw):
 )
 def test_json_that_cannot_be_stored_is_a_client_error_not_a_crash(api, tenant, event_type, raw, why):
     # given valid-looking JSON that PostgreSQL (or Python) cannot store as sent
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     # when acme publishes it

@@ -160,7 +160,7 @@ class World:
             EventType.objects.filter(pk=event_type.pk).update(archived=False, schema=None)
         endpoint = Endpoint.objects.filter(uid=ENDPOINT_UID).first()
         if endpoint is None:
-            endpoint = EndpointFactory(tenant=tenant, uid=ENDPOINT_UID)
+            endpoint = EndpointFactory.create(tenant=tenant, uid=ENDPOINT_UID)
         message = Message.objects.filter(tenant=tenant, uid=MESSAGE_UID).first()
         if message is None:
             message = Message.objects.create(

@@ -41,9 +41,9 @@ def test_hanging_receivers_do_not_delay_a_healthy_receivers_first_attempts_or_re
     make_worker, receiver: Receiver, hanging: Receiver, e2e_settings, make_client, tenant, event_type
 ):
     # given a tenant with 300 endpoints whose receiver never answers (30 s timeout each)
-    stuck = TenantFactory(uid="stuck")
+    stuck = TenantFactory.create(uid="stuck")
     for _ in range(HANGING_ENDPOINTS):
-        EndpointFactory(tenant=stuck, url=hanging.url("/hang"), timeout_seconds=30)
+        EndpointFactory.create(tenant=stuck, url=hanging.url("/hang"), timeout_seconds=30)
     # and a healthy tenant whose receiver fails the first attempt and takes the retry
     api = make_client(tenant).client
     receiver.script("/healthy", Reply(503), Reply(204))

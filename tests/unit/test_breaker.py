@@ -37,7 +37,7 @@ def short(settings):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def endpoint() -> Endpoint:
-    return EndpointFactory()
+    return EndpointFactory.create()
 
 
 def _row(endpoint: Endpoint) -> Endpoint:

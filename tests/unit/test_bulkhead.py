@@ -208,8 +208,8 @@ def test_admission_gives_the_bulkhead_the_endpoints_cap(settings):
     # given a default of 10, an endpoint capped at 2 and one left at the default, both proven
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
     proven = timezone.now()
-    capped = EndpointFactory(max_in_flight=2, last_success_at=proven)
-    default = EndpointFactory(last_success_at=proven)
+    capped = EndpointFactory.create(max_in_flight=2, last_success_at=proven)
+    default = EndpointFactory.create(last_success_at=proven)
 
     def admit(endpoint: Endpoint) -> admission.Ticket:
         return admission.admit(endpoint=endpoint, delivery_uid=f"dlv_{uuid.uuid4().hex}", lease_seconds=30)

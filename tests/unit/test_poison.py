@@ -37,7 +37,7 @@ def _dispatch(delivery: Delivery) -> str:
 
 @pytest.fixture
 def delivery() -> Delivery:
-    return DeliveryFactory(status=Delivery.Status.PENDING, next_attempt_at=timezone.now())
+    return DeliveryFactory.create(status=Delivery.Status.PENDING, next_attempt_at=timezone.now())
 
 
 @pytest.fixture
