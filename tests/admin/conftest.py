@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
@@ -128,7 +129,7 @@ def login() -> Callable[..., Client]:
             password="pw-123456!",
         ).user
         client = Client()
-        client.force_login(user)
+        client.force_login(cast(User, user))  # AUTH_USER_MODEL is auth.User
         return client
 
     return make

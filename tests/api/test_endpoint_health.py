@@ -5,6 +5,7 @@ Auth and tenant isolation are walked with every other route (tests/api/helpers.R
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -14,10 +15,11 @@ from tests.unit.protection_helpers import open_circuit
 from webhooks.models import Endpoint
 
 
-def _health(api, endpoint: Endpoint) -> dict:  # type: ignore[no-untyped-def]
+def _health(api, endpoint: Endpoint) -> dict[str, Any]:
     response = api.get(f"/api/v1/tenants/{endpoint.tenant.uid}/endpoints/{endpoint.uid}/health/")
     assert response.status_code == 200, response.content
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def test_a_new_endpoint_is_closed_with_no_attempts(api, tenant):

@@ -4,6 +4,7 @@ message (same ``webhook-id``) and appends attempts; history is never rewritten."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -28,18 +29,18 @@ def _recover_url(endpoint: Endpoint, tenant_uid: str = "acme") -> str:
     return f"/api/v1/tenants/{tenant_uid}/endpoints/{endpoint.uid}/recover/"
 
 
-def _row(delivery: Delivery) -> dict[str, Any]:
+def _row(delivery: Delivery) -> Mapping[str, Any]:
     return Delivery.objects.filter(pk=delivery.pk).values().get()
 
 
-def _attempt_rows(delivery: Delivery) -> list[dict[str, Any]]:
+def _attempt_rows(delivery: Delivery) -> list[Mapping[str, Any]]:
     return list(Attempt.objects.filter(delivery=delivery).order_by("pk").values())
 
 
 def make_delivery(endpoint: Endpoint, event_type: Any, status: str, **fields: Any) -> Delivery:
     """A delivery of ``endpoint`` in ``status``, with the history such a delivery has."""
     now = timezone.now()
-    shape: dict[str, Any] = {
+    shapes: dict[str, dict[str, Any]] = {
         Delivery.Status.PENDING: {"attempt_count": 0, "next_attempt_at": now},
         Delivery.Status.FAILED: {
             "attempt_count": 2,
@@ -65,7 +66,8 @@ def make_delivery(endpoint: Endpoint, event_type: Any, status: str, **fields: An
             "next_attempt_at": None,
             "last_error": "endpoint disabled",
         },
-    }[status]
+    }
+    shape = shapes[status]
     delivery = DeliveryFactory.create(
         message__tenant=endpoint.tenant,
         message__event_type=event_type,

@@ -295,7 +295,7 @@ def test_api_workflows_along_the_schema_links(world: World) -> None:
     workflow = _load_schema("positive").as_state_machine()
     authorization = {"Authorization": f"Bearer {world.operator_key}"}
 
-    class HookpostWorkflow(workflow):  # type: ignore[misc,valid-type]
+    class HookpostWorkflow(workflow):  # type: ignore[misc,valid-type]  # a class built from the schema at runtime
         """Each scenario starts from the world, as the operator (who may reach every tenant)."""
 
         def setup(self) -> None:

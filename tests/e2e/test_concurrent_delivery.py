@@ -64,7 +64,7 @@ def test_hanging_receivers_do_not_delay_a_healthy_receivers_first_attempts_or_re
     assert Delivery.objects.get(message__uid=message).attempt_count == 2
 
 
-def _slow_endpoints(api, tenant, receiver: Receiver, count: int, cap: int) -> list[Registered]:  # type: ignore[no-untyped-def]
+def _slow_endpoints(api, tenant, receiver: Receiver, count: int, cap: int) -> list[Registered]:
     """``count`` endpoints with ``cap`` places each, proven (they answered 2xx before), so
     their batches take every place free (a new endpoint gets one at a time)."""
     endpoints = [

@@ -32,13 +32,13 @@ WINDOW = 60
 
 
 @pytest.fixture
-def window(settings):  # type: ignore[no-untyped-def]
+def window(settings):
     settings.HOOKPOST_AUTO_DISABLE_AFTER_SECONDS = WINDOW
     return settings
 
 
 @pytest.fixture
-def transport(monkeypatch) -> ScriptedTransport:  # type: ignore[no-untyped-def]
+def transport(monkeypatch) -> ScriptedTransport:
     scripted = ScriptedTransport(500)
     monkeypatch.setattr(outbound, "transport", lambda: scripted)
     return scripted
@@ -115,7 +115,7 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_told_and_recoverab
     row = Endpoint.objects.get(pk=endpoint.pk)
     assert row.enabled and row.disabled_reason == "" and row.failing_since is None
     assert (row.circuit_state, row.consecutive_failures) == ("closed", 0)
-    assert breaker.snapshot(endpoint).state == "closed"  # type: ignore[union-attr]
+    assert breaker.snapshot(endpoint).state == "closed"
 
     # and recovering replays what it missed, which now arrives
     since = (timezone.now() - timedelta(hours=1)).isoformat()

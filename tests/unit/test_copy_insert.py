@@ -20,7 +20,7 @@ from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory
 pytestmark = pytest.mark.django_db
 
 
-def _attempts(delivery, count: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _attempts(delivery, count: int) -> list[dict[str, Any]]:
     return [
         {
             "delivery_id": delivery.pk,
@@ -62,7 +62,7 @@ def test_an_unknown_field_is_refused_before_anything_is_written():
     assert not Attempt.objects.filter(delivery=delivery).exists()
 
 
-def test_nothing_to_write_is_no_statement(django_assert_num_queries):  # type: ignore[no-untyped-def]
+def test_nothing_to_write_is_no_statement(django_assert_num_queries):
     with django_assert_num_queries(0):
         copy_insert(Attempt, [])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.db import connection
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def transport(monkeypatch) -> ScriptedTransport:  # type: ignore[no-untyped-def]
+def transport(monkeypatch) -> ScriptedTransport:
     scripted = ScriptedTransport(200)
     monkeypatch.setattr(outbound, "transport", lambda: scripted)
     return scripted
@@ -135,7 +135,7 @@ def test_after_the_cooldown_one_delivery_probes_and_the_others_wait_for_it(setti
     assert run(deliveries[0]) == "succeeded"
 
     assert others == ["deferred", "deferred"]
-    assert breaker.snapshot(endpoint).state == "closed"  # type: ignore[union-attr]
+    assert breaker.snapshot(endpoint).state == "closed"
 
 
 def test_a_full_endpoint_keeps_the_delivery_due_under_the_lines_lease(settings, transport, deferrals):
@@ -237,7 +237,7 @@ def test_joining_the_line_says_whether_a_place_is_free(settings):
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="b", seconds=30) is False
     held[0].release()
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="c", seconds=30) is True
-    line = shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1)
+    line = cast("list[bytes]", shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1))
     assert line == [b"a", b"b", b"c"]
 
 
@@ -436,7 +436,7 @@ def test_attempts_are_counted_in_the_breaker_and_free_their_place(settings, monk
 
     # five 503s open the circuit; the sixth delivery is deferred, not sent
     assert outcomes == ["failed"] * 5 + ["deferred"]
-    assert breaker.snapshot(endpoint).state == "open"  # type: ignore[union-attr]
+    assert breaker.snapshot(endpoint).state == "open"
     assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
     row = endpoint.__class__.objects.get(pk=endpoint.pk)
     assert (row.circuit_state, row.consecutive_failures) == ("open", 5)
@@ -448,6 +448,6 @@ def test_an_endpoint_that_stays_full_keeps_only_the_newest_of_its_line():
     for n in range(bulkhead._LINE_MAX + 5):
         bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry=str(n), seconds=30)
 
-    line = shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1)
+    line = cast("list[bytes]", shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1))
 
     assert [int(entry) for entry in line] == list(range(5, bulkhead._LINE_MAX + 5))

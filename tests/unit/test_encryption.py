@@ -34,7 +34,7 @@ def _raw() -> dict[int, str]:
         return dict(cursor.fetchall())
 
 
-def _endpoint(url: str = "https://receiver.example.com/hook"):  # type: ignore[no-untyped-def]
+def _endpoint(url: str = "https://receiver.example.com/hook"):
     return services.endpoint_create(tenant=TenantFactory.create(), url=url)
 
 

@@ -93,7 +93,7 @@ def test_a_circuit_whose_cool_down_has_ended_is_queued_for_its_probe(queued):
     endpoint = EndpointFactory.create()
     open_circuit(endpoint)
     state = shared_state.key("breaker", endpoint.uid)
-    shared_state.client().hset(state, "open_until", 1)  # long past
+    shared_state.client().hset(state, "open_until", "1")  # long past
     deliveries, token = _handed_off(endpoint)
 
     tasks.enqueue(_ids(deliveries), token, Lane.RETRY)
@@ -154,7 +154,7 @@ def test_cooling_down_names_only_open_circuits_with_time_left(settings):
     open_circuit(closed, failures=2)  # below the threshold: still closed
     probing = EndpointFactory.create()
     open_circuit(probing)
-    shared_state.client().hset(shared_state.key("breaker", probing.uid), "open_until", 1)
+    shared_state.client().hset(shared_state.key("breaker", probing.uid), "open_until", "1")
     assert breaker.admit(probing, probe_lease_seconds=5).probe  # now half-open, its probe out
 
     left = breaker.cooling_down([opened.uid, closed.uid, unknown, probing.uid, opened.uid])

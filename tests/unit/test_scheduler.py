@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -362,7 +362,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Any:
 def _queued(client: redis.Redis, queue: str) -> list[tuple[str, list[Any], str]]:
     """(task name, args, routing key) of each message waiting in ``queue``, oldest first."""
     out = []
-    for raw in reversed(client.lrange(queue, 0, -1)):  # kombu LPUSHes and BRPOPs
+    for raw in reversed(cast("list[bytes]", client.lrange(queue, 0, -1))):  # kombu LPUSHes and BRPOPs
         message = json.loads(raw)
         args, _, _ = json.loads(base64.b64decode(message["body"]))
         out.append((message["headers"]["task"], args, message["properties"]["delivery_info"]["routing_key"]))
@@ -373,7 +373,7 @@ def _kwargs(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
     """The keyword arguments of each task waiting in ``queue``, oldest first."""
     return [
         json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
-        for raw in reversed(client.lrange(queue, 0, -1))
+        for raw in reversed(cast("list[bytes]", client.lrange(queue, 0, -1)))
     ]
 
 
