@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint schema services clean bench bench-quick bench-deps browser-deps
+.PHONY: install run test lint typecheck schema services clean bench bench-quick bench-deps browser-deps
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ test: install services browser-deps bench-deps
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## mypy --strict with django-stubs and djangorestframework-stubs ([tool.mypy] in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
 
 schema: install
 	DEBUG=true $(BIN)/python manage.py spectacular --validate --file /dev/null

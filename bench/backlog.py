@@ -58,7 +58,7 @@ def fill(tenant_model: Any, event_type_name: str, pending: int) -> int:
                 """,
                 [tenant_model.pk, event_type.pk, now, now, now, ids, endpoints],
             )
-            inserted = cursor.rowcount
+            inserted: int = cursor.rowcount
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Delivery._meta.db_table}")
     return inserted

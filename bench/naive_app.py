@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 import requests
-from celery import Celery
+from celery import Celery, Task
 
 QUEUE = "bench.naive"
 
@@ -29,7 +29,7 @@ app.conf.update(
 
 
 @app.task(bind=True, name="bench.naive.deliver", max_retries=5)
-def deliver(self, url: str, body: str, webhook_id: str) -> None:  # type: ignore[no-untyped-def]
+def deliver(self: Task[[str, str, str], None], url: str, body: str, webhook_id: str) -> None:
     """POST one webhook; retry with backoff on a connection error or a non-2xx answer."""
     try:
         response = requests.post(

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.env import BASELINE_CONCURRENCY, WORKER_PROCESSES, BenchEnv
 from bench.latency import CONCURRENCY, ENDPOINTS
@@ -105,7 +105,7 @@ def versions(env: BenchEnv) -> dict[str, str]:
         "python": platform.python_version(),
         "django": django.get_version(),
         "celery": celery.__version__,
-        "urllib3": urllib3.__version__,
+        "urllib3": urllib3.__version__,  # type: ignore[attr-defined]  # left out of urllib3's __all__
         "aiohttp": aiohttp.__version__,
         "nginx": nginx_version(),
         "django-webhook": djw_version(),
@@ -118,7 +118,8 @@ def versions(env: BenchEnv) -> dict[str, str]:
             found["postgresql"] = str(cursor.fetchone()[0])
         import redis
 
-        found["redis"] = str(redis.Redis.from_url(env.redis_url).info("server")["redis_version"])
+        server = cast("dict[str, Any]", redis.Redis.from_url(env.redis_url).info("server"))
+        found["redis"] = str(server["redis_version"])
     except Exception as exc:  # a version we cannot read must not lose the whole report
         found["error"] = str(exc)
     try:
@@ -337,7 +338,8 @@ def _isolation_cpu(results: dict[str, Any]) -> list[str]:
         return []
 
     def median(side: str, group: str) -> float:
-        return statistics.median(shares.get(group, 0.0) for shares in cpu[side])
+        middle: float = statistics.median(shares.get(group, 0.0) for shares in cpu[side])
+        return middle
 
     named = {g for side in sides for shares in cpu[side] for g in shares}
     groups = sorted(named, key=lambda g: -median("with", g))

@@ -154,7 +154,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 # `manage.py collectstatic` fills this; WhiteNoise serves it from the web process,
 # gzipped, with far-future caching (the names carry a hash of the content).
-STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
+STATIC_ROOT: Path | None = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

@@ -15,7 +15,7 @@ instead of ``LIKE`` scans.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -47,9 +47,12 @@ from webhooks.admin_scoping import (
 from webhooks.errors import ServiceError
 from webhooks.models import Tenant
 
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _ListFilterT  # a django-stubs alias
+
 # --- Display helpers --------------------------------------------------------------
 
-STATUS_COLORS = {
+STATUS_COLORS: dict[str, str] = {
     Delivery.Status.SUCCEEDED: "#2e7d32",
     Delivery.Status.FAILED: "#ef6c00",
     Delivery.Status.DEAD: "#c62828",
@@ -162,7 +165,7 @@ class HistoryAdmin(TenantScopedAdmin):
     show_facets = ShowFacets.NEVER
     list_per_page = 50
     list_max_show_all = 0  # "Show all" would load the whole history.
-    sortable_by = ("created_at",)
+    sortable_by: ClassVar[tuple[str, ...]] = ("created_at",)
 
     # Whether to add a tenant column for users who see several tenants.
     tenant_column = True
@@ -220,7 +223,7 @@ def _replay_queryset(request: HttpRequest, queryset: QuerySet[Delivery]) -> tupl
     return replayed, not_replayed
 
 
-def _report_replay(admin_: admin.ModelAdmin, request: HttpRequest, replayed: int, skipped: int) -> None:  # type: ignore[type-arg]
+def _report_replay(admin_: admin.ModelAdmin[Any], request: HttpRequest, replayed: int, skipped: int) -> None:
     noun = "delivery" if replayed == 1 else "deliveries"
     if replayed:
         admin_.message_user(
@@ -288,7 +291,7 @@ ATTEMPT_FIELDS = (
 )
 
 
-class AttemptInline(AttemptDisplay, admin.StackedInline):  # type: ignore[type-arg]
+class AttemptInline(AttemptDisplay, admin.StackedInline):  # type: ignore[type-arg]  # generic only in django-stubs
     model = Attempt
     extra = 0
     can_delete = False
@@ -409,7 +412,7 @@ class DeliveryAdmin(HistoryAdmin):
         "next_attempt_at",
     )
     list_display_links = ("created_at", "webhook_id")
-    list_filter = (
+    list_filter: ClassVar[tuple[_ListFilterT, ...]] = (
         ("status", admin.ChoicesFieldListFilter),
         EndpointFilter,
         ("event_type", admin.RelatedFieldListFilter),
@@ -419,7 +422,7 @@ class DeliveryAdmin(HistoryAdmin):
     list_select_related = ("endpoint", "message", "event_type")
     search_fields = ("=uid",)  # the real lookups are in get_search_results
     search_help_text = "Exact message id (webhook-id), idempotency key or delivery id."
-    actions = ("replay_selected",)
+    actions: tuple[str, ...] = ("replay_selected",)
     inlines = (AttemptInline,)
     readonly_fields = (
         "uid",
@@ -659,7 +662,7 @@ def _by_tenant(queryset: QuerySet[Any]) -> dict[int, QuerySet[Delivery]]:
 # --- Messages ----------------------------------------------------------------------
 
 
-class MessageDeliveryInline(admin.TabularInline):  # type: ignore[type-arg]
+class MessageDeliveryInline(admin.TabularInline):  # type: ignore[type-arg]  # generic only in django-stubs
     """A message's deliveries, one per endpoint, linking to their attempts."""
 
     model = Delivery

@@ -134,10 +134,10 @@ def admit(*, endpoint: Endpoint, delivery_uid: str, lease_seconds: float, places
         ticket.release()
         return Ticket(endpoint, hold.wait_seconds, BULKHEAD, waits_for_place=hold.compartment == "endpoint")
     ticket.hold = hold
-    wait = take_rate(endpoint=endpoint, delivery_uid=delivery_uid)
-    if wait is not None:
+    rate_wait = take_rate(endpoint=endpoint, delivery_uid=delivery_uid)
+    if rate_wait is not None:
         ticket.release()
-        return Ticket(endpoint, wait, RATE_LIMITED, freed_a_place=hold.endpoint_key is not None)
+        return Ticket(endpoint, rate_wait, RATE_LIMITED, freed_a_place=hold.endpoint_key is not None)
     return ticket
 
 

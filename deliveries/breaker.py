@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import redis
 from django.conf import settings
@@ -324,7 +325,7 @@ def admit(endpoint: Endpoint, *, probe_lease_seconds: float) -> Admission:
     except redis.RedisError:
         logger.warning("breaker unavailable for %s; letting the attempt through", endpoint.uid, exc_info=True)
         return Admission(allowed=True, state=CLOSED)
-    verdict, state, until_ms, fails, now_ms, from_state, slow_failures = reply  # type: ignore[misc]
+    verdict, state, until_ms, fails, now_ms, from_state, slow_failures = cast("list[Any]", reply)
     verdict, state, from_state = _text(verdict), _text(state), _text(from_state)
     transition = None
     if from_state:
@@ -372,7 +373,7 @@ def record(
     except redis.RedisError:
         logger.warning("breaker state unavailable for %s; outcome not counted", endpoint.uid, exc_info=True)
         return None
-    state, from_state, fails, cooldown_ms, now_ms, reason = reply  # type: ignore[misc]
+    state, from_state, fails, cooldown_ms, now_ms, reason = cast("list[Any]", reply)
     if not _text(from_state):
         return None
     transition = Transition(
@@ -412,7 +413,9 @@ def snapshot(endpoint: Endpoint) -> Snapshot | None:
     state_key, window_key = _keys(endpoint)
     try:
         pipe = shared_state.client().pipeline(transaction=True)
-        pipe.hgetall(state_key).hgetall(window_key).time()
+        pipe.hgetall(state_key)
+        pipe.hgetall(window_key)
+        pipe.time()
         raw_state, raw_window, (secs, micros) = pipe.execute()
     except redis.RedisError:
         return None
@@ -454,7 +457,7 @@ def cooling_down(endpoint_uids: Collection[str]) -> dict[str, float]:
     try:
         pipe = shared_state.client().pipeline(transaction=False)
         for uid in uids:
-            pipe.hmget(_state_key(uid), "state", "open_until")
+            pipe.hmget(_state_key(uid), ["state", "open_until"])
         pipe.time()
         *states, (secs, micros) = pipe.execute()
     except redis.RedisError:

@@ -47,6 +47,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -202,9 +203,12 @@ def acquire(
         holder = uuid.uuid4().hex
         hold.count = min(wanted, cap)
         try:
-            taken, waited_or_left = _ACQUIRE(  # type: ignore[misc]
-                [key, cap_key, shared_state.key("waiting", endpoint_uid)],
-                [holder, cap, int(lease_seconds * 1000), hold.count],
+            taken, waited_or_left = cast(
+                "list[int]",
+                _ACQUIRE(
+                    [key, cap_key, shared_state.key("waiting", endpoint_uid)],
+                    [holder, cap, int(lease_seconds * 1000), hold.count],
+                ),
             )
         except redis.RedisError:
             logger.warning("in-flight state unavailable for %s; letting the attempt through", endpoint_uid)
@@ -271,7 +275,7 @@ def place_wait(*, endpoint_uid: str) -> float | None:
     holders, cap_key = _keys(endpoint_uid)
     keys = [holders, shared_state.key("breaker", endpoint_uid), cap_key]
     try:
-        first_lease_ends_ms = int(_FULL(keys, [settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT]))
+        first_lease_ends_ms = cast(int, _FULL(keys, [settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT]))
     except redis.RedisError:
         return None
     return None if first_lease_ends_ms < 0 else line_wait(first_lease_ends_ms / 1000)
@@ -300,9 +304,9 @@ def in_flight(*, endpoint_uid: str) -> int:
     """Live places held for the endpoint across the fleet (for tests and display)."""
     key = shared_state.key("inflight", endpoint_uid)
     client = shared_state.client()
-    seconds, micros = client.time()
+    seconds, micros = cast("tuple[int, int]", client.time())
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    return int(client.zcount(key, now_ms, "+inf"))
+    return cast(int, client.zcount(key, now_ms, "+inf"))
 
 
 # Entries kept in one endpoint's line, at most.
@@ -359,7 +363,7 @@ def wait_in_line(*, endpoint_uid: str, entry: str, seconds: float) -> bool:
 def next_in_line(*, endpoint_uid: str) -> str | None:
     """Take the first entry of the endpoint's line, if any (None also when Redis fails)."""
     try:
-        entry = shared_state.client().lpop(shared_state.key("waiting", endpoint_uid))
+        entry = cast("bytes | None", shared_state.client().lpop(shared_state.key("waiting", endpoint_uid)))
     except redis.RedisError:
         logger.warning("could not read the line for %s; its deferrals will end instead", endpoint_uid)
         return None

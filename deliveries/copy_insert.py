@@ -22,7 +22,7 @@ The contract is ``bulk_create``'s, minus the instances: no signals, no
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, models
 from django.utils import timezone
@@ -58,7 +58,7 @@ def copy_insert(model: type[models.Model], rows: Sequence[Row], *, return_ids: b
     # encoding; psycopg adapts the rest) and the default when a row has none.
     prepare = [(f.attname, _prep_of(f), _default_of(f)) for f in fields]
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in ([pk] if return_ids else []) + fields)
+    columns = ", ".join(quote(cast(str, f.column)) for f in ([pk] if return_ids else []) + fields)
     sql = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
     # The copy is psycopg's own API: wrap its errors as Django wraps execute()'s
     # (an IntegrityError, a DatabaseError), which is what callers catch.

@@ -8,6 +8,8 @@ exactly that query.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -182,7 +184,7 @@ class DeadLetter(Delivery):
     by the ``(tenant, status, created DESC)`` index.
     """
 
-    objects = DeadLetterManager()
+    objects: ClassVar[DeadLetterManager] = DeadLetterManager()
 
     class Meta:
         proxy = True

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -108,7 +109,7 @@ def take(*, endpoint_uid: str, rate: int, delivery_uid: str) -> Take:
         _RESERVATION_GRACE_MS,
     ]
     try:
-        allowed, wait_ms, reserved = _TAKE(keys, args)  # type: ignore[misc]
+        allowed, wait_ms, reserved = cast("list[int]", _TAKE(keys, args))
     except redis.RedisError:
         logger.warning("rate limit state unavailable for %s; letting the attempt through", endpoint_uid)
         return Take(allowed=True)

@@ -225,6 +225,7 @@ def record_internal_failure(delivery: Delivery, lease: str, exc: Exception) -> s
     later, dead after ``HOOKPOST_MAX_INTERNAL_FAILURES``; the status, or "lease_lost"."""
     failures = delivery.internal_failures + 1
     reason = reply.text(f"internal error: {type(exc).__name__}: {exc}")
+    status: str
     if failures >= settings.HOOKPOST_MAX_INTERNAL_FAILURES:
         status, next_at, finished = Delivery.Status.DEAD, None, timezone.now()
     else:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config import metrics
@@ -49,7 +49,7 @@ class DispatchReport:
     retries: int
 
 
-def due_deliveries(now=None):  # type: ignore[no-untyped-def]
+def due_deliveries(now: datetime | None = None) -> QuerySet[Delivery]:
     """Deliveries that are due and not held by a live lease, oldest due first."""
     now = now or timezone.now()
     return (

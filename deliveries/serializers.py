@@ -31,7 +31,7 @@ class MessageAcceptedSerializer(serializers.Serializer[Any]):
 
 
 class MessageBatchAcceptedSerializer(serializers.Serializer[Any]):
-    data = MessageAcceptedSerializer(many=True)
+    data = MessageAcceptedSerializer(many=True)  # type: ignore[assignment]  # a field, not Serializer.data
 
 
 class MessageSerializer(serializers.ModelSerializer[Message]):

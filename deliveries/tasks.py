@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Mapping
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from config.celery import FIRST_QUEUE, RETRY_QUEUE, app
@@ -84,7 +84,7 @@ def purge_expired() -> None:
 
 
 @shared_task(name="hookpost.notify_operator", bind=True, ignore_result=True, max_retries=4)
-def notify_operator(self, event_id: int) -> None:  # type: ignore[no-untyped-def]
+def notify_operator(self: Task[[int], None], event_id: int) -> None:
     """POST one operational event to the operator webhook.
 
     A few short retries; after them the event stays unsent (``notified_at`` null) on its row.
@@ -225,7 +225,7 @@ def _read_queue_depths(names: tuple[str, ...]) -> dict[str, int]:
         channel = conn.default_channel
         for name in depths:
             try:
-                depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+                depths[name] = channel.queue_declare(queue=name, passive=True).message_count  # type: ignore[attr-defined]  # not declared on kombu's StdChannel
             except conn.channel_errors:  # an empty queue does not exist in Redis: 0 waiting
                 continue
     return depths

@@ -115,7 +115,7 @@ class _Refused(OSError):
 def system_resolver(host: str, port: int) -> list[IPAddress]:
     """All addresses ``host`` resolves to (A and AAAA)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
 def _overrides() -> dict[str, str]:
@@ -402,10 +402,10 @@ _aiohttp_serialize_headers = aiohttp.http_writer._serialize_headers
 
 def _serialize_headers(status_line: str, headers: Any) -> bytes:
     if all(value.isascii() for value in headers.values()):
-        return _aiohttp_serialize_headers(status_line, headers)  # type: ignore[no-any-return]
+        return _aiohttp_serialize_headers(status_line, headers)
     safe = aiohttp.http_writer._safe_header
     lines = [status_line, *(f"{safe(k)}: {safe(v)}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-aiohttp.http_writer._serialize_headers = _serialize_headers  # type: ignore[assignment]
+aiohttp.http_writer._serialize_headers = _serialize_headers

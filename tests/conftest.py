@@ -40,17 +40,17 @@ def make_client(db: None) -> Callable[[Tenant | None], KeyedClient]:
 
 @pytest.fixture
 def tenant(db: None) -> Tenant:
-    return TenantFactory(uid="acme")
+    return TenantFactory.create(uid="acme")
 
 
 @pytest.fixture
 def other_tenant(db: None) -> Tenant:
-    return TenantFactory(uid="globex")
+    return TenantFactory.create(uid="globex")
 
 
 @pytest.fixture
 def event_type(db: None) -> EventType:
-    return EventTypeFactory(name="invoice.paid")
+    return EventTypeFactory.create(name="invoice.paid")
 
 
 @pytest.fixture

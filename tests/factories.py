@@ -9,7 +9,7 @@ from webhooks import signing
 from webhooks.models import Endpoint, EndpointSecret, EventType, Tenant
 
 
-class TenantFactory(factory.django.DjangoModelFactory):
+class TenantFactory(factory.django.DjangoModelFactory[Tenant]):
     class Meta:
         model = Tenant
 
@@ -17,14 +17,27 @@ class TenantFactory(factory.django.DjangoModelFactory):
     name = factory.LazyAttribute(lambda o: o.uid.title())
 
 
-class EventTypeFactory(factory.django.DjangoModelFactory):
+class EventTypeFactory(factory.django.DjangoModelFactory[EventType]):
     class Meta:
         model = EventType
 
     name = factory.Sequence(lambda n: f"thing.happened{n}")
 
 
-class EndpointFactory(factory.django.DjangoModelFactory):
+# Post-generation hooks get the endpoint just made (not the factory).
+def _set_event_types(
+    endpoint: Endpoint, create: bool, extracted: list[EventType] | None, **kwargs: object
+) -> None:
+    if create and extracted:
+        endpoint.event_types.set(extracted)
+
+
+def _add_secret(endpoint: Endpoint, create: bool, extracted: str | None, **kwargs: object) -> None:
+    if create:
+        EndpointSecret.objects.create(endpoint=endpoint, secret=extracted or signing.generate_secret())
+
+
+class EndpointFactory(factory.django.DjangoModelFactory[Endpoint]):
     """An endpoint with a current secret. Use ``event_types=[...]`` to filter."""
 
     class Meta:
@@ -34,18 +47,11 @@ class EndpointFactory(factory.django.DjangoModelFactory):
     tenant = factory.SubFactory(TenantFactory)
     url = factory.Sequence(lambda n: f"https://receiver{n}.example.com/hook")
 
-    @factory.post_generation
-    def event_types(self, create: bool, extracted: list[EventType] | None, **kwargs: object) -> None:
-        if create and extracted:
-            self.event_types.set(extracted)
-
-    @factory.post_generation
-    def secret(self, create: bool, extracted: str | None, **kwargs: object) -> None:
-        if create:
-            EndpointSecret.objects.create(endpoint=self, secret=extracted or signing.generate_secret())
+    event_types = factory.PostGeneration(_set_event_types)
+    secret = factory.PostGeneration(_add_secret)
 
 
-class MessageFactory(factory.django.DjangoModelFactory):
+class MessageFactory(factory.django.DjangoModelFactory[Message]):
     class Meta:
         model = Message
 
@@ -54,7 +60,7 @@ class MessageFactory(factory.django.DjangoModelFactory):
     payload = factory.Dict({"n": factory.Sequence(int)})
 
 
-class DeliveryFactory(factory.django.DjangoModelFactory):
+class DeliveryFactory(factory.django.DjangoModelFactory[Delivery]):
     class Meta:
         model = Delivery
 

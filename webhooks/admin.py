@@ -12,9 +12,10 @@ comes from ``webhooks.admin_scoping``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -87,7 +88,7 @@ def _summary_for_delete(
 # --- Tenants ------------------------------------------------------------------------
 
 
-class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]
+class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]  # generic only in django-stubs
     model = Membership
     extra = 0
     autocomplete_fields = ("user",)
@@ -136,7 +137,9 @@ class TenantAdmin(TenantScopedAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_superuser)
 
-    def save_model(self, request: HttpRequest, obj: Tenant, form: forms.ModelForm, change: bool) -> None:  # type: ignore[type-arg]
+    def save_model(
+        self, request: HttpRequest, obj: Tenant, form: forms.ModelForm[Tenant], change: bool
+    ) -> None:
         if change:
             services.tenant_update(tenant=obj, data=form.cleaned_data)
         else:
@@ -312,12 +315,16 @@ class StrictIntegerField(forms.IntegerField):
         if not text:
             return None
         try:
-            return parse_int(text, minimum=int(self.min_value or 0), maximum=int(self.max_value or 2**31 - 1))
+            return parse_int(
+                text,
+                minimum=int(self.min_value or 0),  # type: ignore[arg-type]  # our bounds are ints, never callables
+                maximum=int(self.max_value or 2**31 - 1),  # type: ignore[arg-type]  # as above
+            )
         except NumberRejected as exc:
             raise ValidationError(str(exc), code="invalid") from exc
 
 
-class EndpointForm(forms.ModelForm):  # type: ignore[type-arg]
+class EndpointForm(forms.ModelForm):  # type: ignore[type-arg]  # generic only in django-stubs
     """Endpoint fields, validated by the service's own rules (``endpoint_check``)."""
 
     url = forms.URLField(
@@ -353,7 +360,7 @@ class EndpointForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The bounds are settings: read them per form, not once at import.
-        cap = self.fields["max_in_flight"]
+        cap = cast(StrictIntegerField, self.fields["max_in_flight"])
         limit = settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT
         cap.max_value = limit
         cap.widget.attrs["max"] = limit
@@ -489,11 +496,11 @@ class EndpointAdmin(TenantScopedAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
-        tenant_field = form.base_fields.get("tenant")
+        tenant_field = cast("forms.ModelChoiceField[Tenant] | None", form.base_fields.get("tenant"))
         if tenant_field is not None:
             choices = tenant_field.queryset  # scoped to managed tenants by formfield_for_foreignkey
-            if choices.count() == 1:
-                tenant_field.initial = choices.first().pk
+            if choices is not None and choices.count() == 1 and (only := choices.first()) is not None:
+                tenant_field.initial = only.pk
         return form
 
     # -- list columns -------------------------------------------------------------------
@@ -635,7 +642,7 @@ class EndpointAdmin(TenantScopedAdmin):
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self) -> list[URLPattern]:
-        def view(name: str, func: Any) -> URLPattern:
+        def view(name: str, func: Callable[..., HttpResponse]) -> URLPattern:
             return path(
                 f"<path:object_id>/{name}/",
                 self.admin_site.admin_view(func),

@@ -39,7 +39,7 @@ class StrictChangeList(ChangeList):
         super().get_results(request)
 
 
-class StrictQueryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class StrictQueryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     """A ModelAdmin whose change list is a ``StrictChangeList``: the base of every admin here."""
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_EXACT_LIMIT = 1000
 
 
-class EstimatedCountPaginator(Paginator):
+class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]  # generic only in django-stubs
     """Paginator whose ``count`` is exact up to ``exact_limit`` rows and estimated above."""
 
     exact_limit = DEFAULT_EXACT_LIMIT
@@ -74,7 +74,7 @@ class EstimatedCountPaginator(Paginator):
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         # No clamping to the (estimated) count: a page past it shows what is there.
-        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
+        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)  # type: ignore[attr-defined]  # Paginator's page hook, not in django-stubs
 
     def is_estimate_count(self) -> bool:
         """Whether ``count`` is an estimate (computes the count on first use)."""

@@ -22,7 +22,7 @@ Who sees what:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
@@ -47,7 +47,8 @@ def tenant_roles(request: HttpRequest) -> dict[int, str] | None:
         if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
             cached = {}
         else:
-            cached = dict(Membership.objects.filter(user_id=user.pk).values_list("tenant_id", "role"))
+            user_id = cast(int, user.pk)  # an authenticated user is saved: it has a pk
+            cached = dict(Membership.objects.filter(user_id=user_id).values_list("tenant_id", "role"))
         setattr(request, _CACHE_ATTR, cached)
     return cached
 

@@ -43,7 +43,7 @@ def _valid(serializer_class: Any, request: Request, **kwargs: Any) -> dict[str, 
 # --- Tenants -------------------------------------------------------------------
 
 
-class TenantListView(mixins.ListModelMixin, GenericAPIView):  # type: ignore[type-arg]
+class TenantListView(mixins.ListModelMixin, GenericAPIView[Tenant]):
     permission_classes = [IsOperator]
     serializer_class = TenantSerializer
 
@@ -86,7 +86,7 @@ class TenantDetailView(TenantScopedView):
 # --- Event types ---------------------------------------------------------------
 
 
-class EventTypeListView(mixins.ListModelMixin, GenericAPIView):  # type: ignore[type-arg]
+class EventTypeListView(mixins.ListModelMixin, GenericAPIView[EventType]):
     permission_classes = [IsOperatorOrReadOnly]
     serializer_class = EventTypeSerializer
 
@@ -106,7 +106,7 @@ class EventTypeListView(mixins.ListModelMixin, GenericAPIView):  # type: ignore[
         return Response(EventTypeSerializer(event_type).data, status=status.HTTP_201_CREATED)
 
 
-class EventTypeDetailView(GenericAPIView):  # type: ignore[type-arg]
+class EventTypeDetailView(GenericAPIView[EventType]):
     """Event types are archived (``{"archived": true}``), never deleted."""
 
     permission_classes = [IsOperatorOrReadOnly]

@@ -41,7 +41,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         return 'Bearer realm="hookpost"'
 
 
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "webhooks.authentication.ApiKeyAuthentication"
     name = "ApiKey"
 

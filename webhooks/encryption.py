@@ -29,7 +29,7 @@ hand-rolled cryptography.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -110,7 +110,16 @@ def reencrypt(stored: str) -> str:
     return MARKER + keys.encrypt(plaintext.encode()).decode("ascii")
 
 
-class EncryptedSecretField(models.TextField):  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    from django.db.models.expressions import Combinable
+
+    # Set as str (or an expression), read as str: what the plugin reports for the column.
+    _TextField = models.TextField[str | Combinable, str]
+else:  # fields are generic only in django-stubs
+    _TextField = models.TextField
+
+
+class EncryptedSecretField(_TextField):
     """A text column whose values are encrypted at rest when keys are configured.
 
     Not for lookups: each encryption is randomised, so ``filter(secret=...)``

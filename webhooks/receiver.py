@@ -299,7 +299,7 @@ def verify_webhook(
             except WebhookRejected as rejected:
                 _log_rejection(request, rejected.rejection)
                 return rejected.rejection.response()
-            request.webhook = event  # type: ignore[attr-defined]
+            request.webhook = event  # type: ignore[attr-defined]  # the verified event, for the view
             try:
                 response = view(request, *args, **kwargs)
             except BaseException:
@@ -394,7 +394,7 @@ class WebhookSignatureAuthentication(BaseAuthentication):
         except WebhookRejected as rejected:
             _log_rejection(django_request, rejected.rejection)
             raise _api_exception(rejected.rejection) from rejected
-        django_request.webhook = event  # type: ignore[attr-defined]
+        django_request.webhook = event  # type: ignore[attr-defined]  # the verified event, for the view
         # WebhookAPIView gives the id back if the view fails; see finish_claim.
         setattr(django_request, _CLAIM_ATTRIBUTE, claim)
         user_class = api_settings.UNAUTHENTICATED_USER

@@ -26,7 +26,8 @@ class TenantSerializer(serializers.ModelSerializer[Tenant]):
         model = Tenant
         fields = ["uid", "name", "retention_days", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
-        extra_kwargs = {"uid": {"validators": []}}  # uniqueness -> 409 from the service
+        # Uniqueness -> 409 from the service.
+        extra_kwargs: dict[str, dict[str, Any]] = {"uid": {"validators": []}}
 
 
 class TenantUpdateSerializer(serializers.Serializer[Any]):
@@ -143,7 +144,7 @@ class EndpointWriteSerializer(serializers.Serializer[Any]):
 
 class EndpointUpdateSerializer(EndpointWriteSerializer):
     url = serializers.CharField(max_length=2048, required=False)
-    secret = None  # rotate-secret changes secrets
+    secret = None  # type: ignore[assignment]  # None removes the inherited field; rotate-secret changes secrets
 
 
 class SecretSerializer(serializers.Serializer[Any]):

@@ -139,6 +139,7 @@ def _check_schema(schema: dict[str, Any] | None) -> None:
         raise Invalid("The schema refers to schemas it does not contain.", {"schema": problems})
     try:
         validator = Draft202012Validator(schema)
+        probe: object
         for probe in (None, {}, []):
             validator.is_valid(probe)
     except RecursionError as exc:

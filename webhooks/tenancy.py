@@ -29,7 +29,7 @@ def tenant_for_key(*, key: ApiKey, uid: str) -> Tenant:
     return tenant
 
 
-class TenantScopedView(GenericAPIView):  # type: ignore[type-arg]
+class TenantScopedView(GenericAPIView[Any]):
     """Base for ``/tenants/{uid}/…`` routes: resolves ``self.tenant`` or 404s."""
 
     permission_classes = [HasApiKey]

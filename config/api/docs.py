@@ -20,7 +20,7 @@ IMAGES_FROM_THIS_HOST = "img-src 'self' data:"
 class SwaggerView(SpectacularSwaggerView):
     @extend_schema(exclude=True)  # a page, not an API operation
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        response = super().get(request, *args, **kwargs)
+        response: Response = super().get(request, *args, **kwargs)  # type: ignore[no-untyped-call]  # drf-spectacular is unannotated
         response["Content-Security-Policy"] = IMAGES_FROM_THIS_HOST
         return response
 
@@ -31,6 +31,6 @@ class RedocView(SpectacularRedocView):
 
     @extend_schema(exclude=True)  # a page, not an API operation
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        response = super().get(request, *args, **kwargs)
+        response: Response = super().get(request, *args, **kwargs)  # type: ignore[no-untyped-call]  # drf-spectacular is unannotated
         response["Content-Security-Policy"] = IMAGES_FROM_THIS_HOST
         return response

@@ -127,10 +127,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             break
     message = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else "Request failed."
     headers: dict[str, str] = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    # Set by DRF on the exceptions that carry them (authentication, throttling).
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
+    wait = getattr(exc, "wait", None)
+    if wait:
+        headers["Retry-After"] = str(int(wait))
     return Response(envelope(code, message), status=exc.status_code, headers=headers)
 
 

@@ -69,7 +69,7 @@ class DataCursorPagination(CursorPagination):
             normalized = parsed.astimezone(UTC).isoformat()
         except (ValueError, OverflowError) as exc:
             raise invalid from exc
-        return Cursor(offset=offset, reverse=bool(reverse), position=normalized)
+        return Cursor(offset=offset, reverse=bool(reverse), position=normalized)  # type: ignore[arg-type]  # DRF's positions are text; the stubs say int
 
     def encode_cursor(self, cursor: Cursor) -> str:
         # DRF returns a whole URL; the contract returns the opaque token only.

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
@@ -85,8 +86,8 @@ def make_attempt(
 
 
 def build_history(uid: str, event_type: EventType) -> History:
-    tenant = TenantFactory(uid=uid, name=f"{uid.title()} Inc.")
-    endpoint = EndpointFactory(tenant=tenant, url=f"https://{uid}.example.com/hooks")
+    tenant = TenantFactory.create(uid=uid, name=f"{uid.title()} Inc.")
+    endpoint = EndpointFactory.create(tenant=tenant, url=f"https://{uid}.example.com/hooks")
     delivered = make_delivery(tenant, endpoint, event_type, idempotency_key=f"{uid}-order-1")
     dead = make_delivery(tenant, endpoint, event_type, status=Delivery.Status.DEAD)
     return History(
@@ -102,7 +103,7 @@ def build_history(uid: str, event_type: EventType) -> History:
 
 @pytest.fixture
 def event_type(db: None) -> EventType:
-    return EventTypeFactory(name="invoice.paid")
+    return EventTypeFactory.create(name="invoice.paid")
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def login() -> Callable[..., Client]:
             password="pw-123456!",
         ).user
         client = Client()
-        client.force_login(user)
+        client.force_login(cast(User, user))  # AUTH_USER_MODEL is auth.User
         return client
 
     return make

@@ -120,12 +120,14 @@ def big(django_db_setup: Any, django_db_blocker: Any) -> Iterator[dict[str, Any]
         connection.set_autocommit(False)
         try:
             started = time.monotonic()
-            event_types = [EventTypeFactory(name=f"perf.event{i}") for i in range(5)]
-            acme = TenantFactory(uid="perf-acme")
-            other = TenantFactory(uid="perf-other")
-            endpoints = [EndpointFactory(tenant=acme, url=f"https://perf{i}.example.com/") for i in range(4)]
+            event_types = [EventTypeFactory.create(name=f"perf.event{i}") for i in range(5)]
+            acme = TenantFactory.create(uid="perf-acme")
+            other = TenantFactory.create(uid="perf-other")
+            endpoints = [
+                EndpointFactory.create(tenant=acme, url=f"https://perf{i}.example.com/") for i in range(4)
+            ]
             _seed(acme, endpoints, event_types, ROWS, "a")
-            _seed(other, [EndpointFactory(tenant=other)], event_types, OTHER_ROWS, "b")
+            _seed(other, [EndpointFactory.create(tenant=other)], event_types, OTHER_ROWS, "b")
             sample = Delivery.objects.get(uid="dlv_a_12345")
             Attempt.objects.create(delivery=sample, number=1, response_status=200, duration_ms=12)
             user = tenant_user_create(username="perf-user", tenants=[acme], password="pw-123456!").user

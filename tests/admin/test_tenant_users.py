@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_command_creates_a_staff_user_with_a_membership() -> None:
-    TenantFactory(uid="acme")
+    TenantFactory.create(uid="acme")
     out = io.StringIO()
     call_command("create_tenant_user", "alice", "--tenant", "acme", "--email", "a@example.com", stdout=out)
     user = get_user_model().objects.get(username="alice")
@@ -34,8 +34,8 @@ def test_command_creates_a_staff_user_with_a_membership() -> None:
 
 
 def test_command_adds_tenants_and_roles_to_an_existing_user() -> None:
-    TenantFactory(uid="acme")
-    TenantFactory(uid="globex")
+    TenantFactory.create(uid="acme")
+    TenantFactory.create(uid="globex")
     call_command(
         "create_tenant_user", "bob", "--tenant", "acme", "--password", "pw-123456!", stdout=io.StringIO()
     )
@@ -48,7 +48,7 @@ def test_command_adds_tenants_and_roles_to_an_existing_user() -> None:
 
 
 def test_command_refuses_unknown_tenants_and_superusers() -> None:
-    TenantFactory(uid="acme")
+    TenantFactory.create(uid="acme")
     with pytest.raises(CommandError, match="Unknown tenant"):
         call_command("create_tenant_user", "carol", "--tenant", "nope")
     get_user_model().objects.create_superuser("root", "r@example.com", "pw-123456!")

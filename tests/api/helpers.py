@@ -29,7 +29,7 @@ _MODELS: list[type[Model]] = [
     Delivery,
     Attempt,
 ]
-_VOLATILE = {ApiKey: {"last_used_at"}}
+_VOLATILE: dict[type[Model], set[str]] = {ApiKey: {"last_used_at"}}
 
 
 def snapshot() -> dict[str, list[dict[str, Any]]]:
@@ -37,13 +37,13 @@ def snapshot() -> dict[str, list[dict[str, Any]]]:
     state: dict[str, list[dict[str, Any]]] = {}
     for model in _MODELS:
         skip = _VOLATILE.get(model, set())
-        rows = model.objects.order_by("pk").values()
+        rows = model._default_manager.order_by("pk").values()
         state[model._meta.label] = [{k: v for k, v in row.items() if k not in skip} for row in rows]
     return state
 
 
 def counts() -> dict[str, int]:
-    return {model._meta.label: model.objects.count() for model in _MODELS}
+    return {model._meta.label: model._default_manager.count() for model in _MODELS}
 
 
 def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, list[str]]:
@@ -91,7 +91,7 @@ class World:
 
 
 def build_world(tenant: Tenant, event_type: EventType) -> World:
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     published = delivery_services.message_publish(
         tenant=tenant,
         new=delivery_services.NewMessage(event_type=event_type.name, payload={"tenant": tenant.uid}),

@@ -18,9 +18,9 @@ def test_lists_the_tenants_deliveries_newest_first(api, tenant, other_tenant, ev
     # given two deliveries of acme and one of globex
     now = timezone.now()
     acme = {"message__tenant": tenant, "message__event_type": event_type}
-    old = DeliveryFactory(**acme, created_at=now - timedelta(days=1))
-    new = DeliveryFactory(**acme, created_at=now)
-    DeliveryFactory(message__tenant=other_tenant, message__event_type=event_type)
+    old = DeliveryFactory.create(**acme, created_at=now - timedelta(days=1))
+    new = DeliveryFactory.create(**acme, created_at=now)
+    DeliveryFactory.create(message__tenant=other_tenant, message__event_type=event_type)
 
     # when acme lists its deliveries
     response = api.get(BASE)
@@ -45,13 +45,13 @@ def test_lists_the_tenants_deliveries_newest_first(api, tenant, other_tenant, ev
 def history(tenant, event_type):
     """Deliveries of acme across endpoints, types, messages, statuses and times."""
     now = timezone.now()
-    other_type = EventTypeFactory(name="user.created")
-    ep1, ep2 = EndpointFactory(tenant=tenant), EndpointFactory(tenant=tenant)
-    m1 = MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=3))
-    m2 = MessageFactory(tenant=tenant, event_type=other_type, created_at=now - timedelta(hours=2))
+    other_type = EventTypeFactory.create(name="user.created")
+    ep1, ep2 = EndpointFactory.create(tenant=tenant), EndpointFactory.create(tenant=tenant)
+    m1 = MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=3))
+    m2 = MessageFactory.create(tenant=tenant, event_type=other_type, created_at=now - timedelta(hours=2))
 
     def make(message, endpoint, status, hours_ago):
-        return DeliveryFactory(
+        return DeliveryFactory.create(
             message=message, endpoint=endpoint, status=status, created_at=now - timedelta(hours=hours_ago)
         )
 

@@ -5,6 +5,7 @@ Auth and tenant isolation are walked with every other route (tests/api/helpers.R
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -14,14 +15,15 @@ from tests.unit.protection_helpers import open_circuit
 from webhooks.models import Endpoint
 
 
-def _health(api, endpoint: Endpoint) -> dict:  # type: ignore[no-untyped-def]
+def _health(api, endpoint: Endpoint) -> dict[str, Any]:
     response = api.get(f"/api/v1/tenants/{endpoint.tenant.uid}/endpoints/{endpoint.uid}/health/")
     assert response.status_code == 200, response.content
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def test_a_new_endpoint_is_closed_with_no_attempts(api, tenant):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
 
     body = _health(api, endpoint)
 
@@ -48,8 +50,8 @@ def test_a_new_endpoint_is_closed_with_no_attempts(api, tenant):
 def test_an_open_circuit_and_the_last_24_hours_are_shown(api, tenant):
     # given an endpoint with 3 successes and 1 failure today, 5 failures 2 days ago,
     # and a circuit that just opened
-    endpoint = EndpointFactory(tenant=tenant)
-    delivery = DeliveryFactory(endpoint=endpoint, tenant=tenant, message__tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
+    delivery = DeliveryFactory.create(endpoint=endpoint, tenant=tenant, message__tenant=tenant)
     now = timezone.now()
     statuses = [(200, 1), (200, 2), (204, 3), (500, 4)] + [(500, 48 + n) for n in range(5)]
     for number, (status, hours_ago) in enumerate(statuses, start=1):
@@ -76,7 +78,7 @@ def test_an_open_circuit_and_the_last_24_hours_are_shown(api, tenant):
 
 
 def test_a_disabled_endpoint_shows_why(api, tenant):
-    endpoint = EndpointFactory(
+    endpoint = EndpointFactory.create(
         tenant=tenant, enabled=False, disabled_reason="The receiver answered 410 Gone."
     )
     Endpoint.objects.filter(pk=endpoint.pk).update(disabled_at=timezone.now())
@@ -89,7 +91,7 @@ def test_a_disabled_endpoint_shows_why(api, tenant):
 
 
 def test_without_redis_the_mirror_on_the_endpoint_is_shown(api, tenant, settings):
-    endpoint = EndpointFactory(tenant=tenant, circuit_state="open", circuit_changed_at=timezone.now())
+    endpoint = EndpointFactory.create(tenant=tenant, circuit_state="open", circuit_changed_at=timezone.now())
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
     body = _health(api, endpoint)

@@ -27,9 +27,9 @@ def _detail(endpoint: Endpoint) -> str:
 def test_lists_the_tenants_endpoints_newest_first_without_secrets(api, tenant, other_tenant):
     # given two endpoints of acme and one of globex
     now = timezone.now()
-    older = EndpointFactory(tenant=tenant, created_at=now - timedelta(minutes=1))
-    newer = EndpointFactory(tenant=tenant, created_at=now)
-    EndpointFactory(tenant=other_tenant)
+    older = EndpointFactory.create(tenant=tenant, created_at=now - timedelta(minutes=1))
+    newer = EndpointFactory.create(tenant=tenant, created_at=now)
+    EndpointFactory.create(tenant=other_tenant)
 
     # when acme lists its endpoints
     response = api.get(BASE)
@@ -167,7 +167,7 @@ def test_allowlisted_networks_may_be_targets(api, tenant, settings):
 )
 def test_invalid_endpoint_settings_are_422_with_field_details(api, tenant, event_type, extra, field):
     # given an archived event type next to the live one
-    EventTypeFactory(name="invoice.voided", archived=True)
+    EventTypeFactory.create(name="invoice.voided", archived=True)
     before = snapshot()
 
     # when acme registers an endpoint with one bad setting
@@ -221,7 +221,7 @@ def test_headers_that_break_rfc_9110_are_422_when_created(api, tenant, headers, 
 
 @pytest.mark.parametrize(("headers", "why"), BAD_HEADERS)
 def test_headers_that_break_rfc_9110_are_422_when_patched(api, tenant, headers, why):
-    endpoint = EndpointFactory(tenant=tenant, headers={"X-Team": "billing"})
+    endpoint = EndpointFactory.create(tenant=tenant, headers={"X-Team": "billing"})
     before = snapshot()
 
     response = api.patch(_detail(endpoint), {"headers": headers, "description": "changed"}, format="json")
@@ -254,7 +254,7 @@ def test_a_bring_your_own_secret_is_kept(api, tenant):
 
 
 def test_retrieves_an_endpoint(api, tenant, event_type):
-    endpoint = EndpointFactory(tenant=tenant, event_types=[event_type], headers={"X-A": "b"})
+    endpoint = EndpointFactory.create(tenant=tenant, event_types=[event_type], headers={"X-A": "b"})
 
     response = api.get(_detail(endpoint))
 
@@ -276,7 +276,7 @@ def test_an_unknown_endpoint_is_404(api, tenant):
 
 def test_patches_an_endpoint(api, tenant, event_type):
     # given an endpoint for every event type
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
 
     # when acme points it elsewhere, filters it and sets options
     response = api.patch(
@@ -301,7 +301,7 @@ def test_patches_an_endpoint(api, tenant, event_type):
 
 
 def test_patch_with_an_empty_filter_subscribes_to_everything(api, tenant, event_type):
-    endpoint = EndpointFactory(tenant=tenant, event_types=[event_type])
+    endpoint = EndpointFactory.create(tenant=tenant, event_types=[event_type])
 
     response = api.patch(_detail(endpoint), {"event_types": []}, format="json")
 
@@ -310,7 +310,7 @@ def test_patch_with_an_empty_filter_subscribes_to_everything(api, tenant, event_
 
 
 def test_disabling_and_re_enabling_an_endpoint(api, tenant):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
 
     # when acme disables it
     assert api.patch(_detail(endpoint), {"enabled": False}, format="json").status_code == 200
@@ -338,7 +338,7 @@ def test_disabling_and_re_enabling_an_endpoint(api, tenant):
     ],
 )
 def test_an_invalid_patch_changes_nothing(api, tenant, event_type, no_allowlist, body, field):
-    endpoint = EndpointFactory(tenant=tenant, event_types=[event_type])
+    endpoint = EndpointFactory.create(tenant=tenant, event_types=[event_type])
     before = snapshot()
 
     response = api.patch(_detail(endpoint), body, format="json")
@@ -350,7 +350,7 @@ def test_an_invalid_patch_changes_nothing(api, tenant, event_type, no_allowlist,
 
 def test_deleting_an_endpoint_removes_its_secrets_and_deliveries(api, world):
     # given acme's endpoint with a delivery and an attempt, and a second endpoint
-    keep = EndpointFactory(tenant=world.tenant)
+    keep = EndpointFactory.create(tenant=world.tenant)
 
     # when acme deletes the first endpoint
     response = api.delete(_detail(world.endpoint))
@@ -403,7 +403,7 @@ def test_the_cap_may_go_up_to_the_limit(api, tenant, settings):
 
 
 def test_a_patched_cap_is_kept_and_null_returns_to_the_default(api, tenant):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
 
     # when acme caps the endpoint at 3
     response = api.patch(_detail(endpoint), {"max_in_flight": 3}, format="json")
@@ -438,7 +438,7 @@ def test_a_bad_cap_is_422_on_create_and_nothing_is_stored(api, tenant, cap):
 
 @pytest.mark.parametrize("cap", BAD_CAPS, ids=repr)
 def test_a_bad_cap_is_422_on_patch_and_nothing_changes(api, tenant, cap):
-    endpoint = EndpointFactory(tenant=tenant, max_in_flight=4)
+    endpoint = EndpointFactory.create(tenant=tenant, max_in_flight=4)
     before = snapshot()
 
     response = api.patch(_detail(endpoint), {"max_in_flight": cap, "description": "changed"}, format="json")
@@ -451,7 +451,7 @@ def test_a_bad_cap_is_422_on_patch_and_nothing_changes(api, tenant, cap):
 def test_the_limit_is_a_setting_read_when_the_cap_is_checked(api, tenant, settings):
     # given an operator who lowered the limit to 50
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT_LIMIT = 50
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     # then 51 is refused on create and on patch, naming the limit, and 50 is accepted
@@ -468,7 +468,7 @@ def test_the_limit_is_a_setting_read_when_the_cap_is_checked(api, tenant, settin
 
 def test_get_secret_returns_the_current_secret(api, tenant):
     secret = signing.generate_secret()
-    endpoint = EndpointFactory(tenant=tenant, secret=secret)
+    endpoint = EndpointFactory.create(tenant=tenant, secret=secret)
 
     response = api.get(f"{_detail(endpoint)}secret/")
 
@@ -479,7 +479,7 @@ def test_get_secret_returns_the_current_secret(api, tenant):
 def test_rotating_keeps_the_old_secret_signing_for_the_grace_period(api, tenant, monkeypatch):
     # given an endpoint with secret OLD
     old = signing.generate_secret()
-    endpoint = EndpointFactory(tenant=tenant, secret=old)
+    endpoint = EndpointFactory.create(tenant=tenant, secret=old)
 
     # when acme rotates with an hour of grace
     response = api.post(f"{_detail(endpoint)}rotate-secret/", {"grace_seconds": 3600}, format="json")
@@ -502,7 +502,7 @@ def test_rotating_keeps_the_old_secret_signing_for_the_grace_period(api, tenant,
 
 
 def test_rotation_defaults_to_24_hours_of_grace(api, tenant):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     old = selectors.endpoint_current_secret(endpoint=endpoint)
 
     response = api.post(f"{_detail(endpoint)}rotate-secret/", format="json")
@@ -516,7 +516,7 @@ def test_rotation_defaults_to_24_hours_of_grace(api, tenant):
 
 def test_rotating_with_no_grace_retires_the_old_secret_at_once(api, tenant):
     old = signing.generate_secret()
-    endpoint = EndpointFactory(tenant=tenant, secret=old)
+    endpoint = EndpointFactory.create(tenant=tenant, secret=old)
 
     response = api.post(f"{_detail(endpoint)}rotate-secret/", {"grace_seconds": 0}, format="json")
 
@@ -525,7 +525,7 @@ def test_rotating_with_no_grace_retires_the_old_secret_at_once(api, tenant):
 
 
 def test_rotating_again_drops_secrets_already_expired(api, tenant):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     first = api.post(f"{_detail(endpoint)}rotate-secret/", {"grace_seconds": 0}, format="json").json()
     second = api.post(f"{_detail(endpoint)}rotate-secret/", {"grace_seconds": 60}, format="json").json()
 
@@ -536,7 +536,7 @@ def test_rotating_again_drops_secrets_already_expired(api, tenant):
 
 
 def test_rotating_to_a_bring_your_own_secret(api, tenant):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     mine = signing.generate_secret()
 
     response = api.post(f"{_detail(endpoint)}rotate-secret/", {"secret": mine}, format="json")
@@ -555,7 +555,7 @@ def test_rotating_to_a_bring_your_own_secret(api, tenant):
     ],
 )
 def test_an_invalid_rotation_changes_nothing(api, tenant, body, field):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     response = api.post(f"{_detail(endpoint)}rotate-secret/", body, format="json")
@@ -565,7 +565,7 @@ def test_an_invalid_rotation_changes_nothing(api, tenant, body, field):
 
 
 def test_the_longest_grace_period_is_seven_days(api, tenant):
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
 
     response = api.post(f"{_detail(endpoint)}rotate-secret/", {"grace_seconds": SEVEN_DAYS}, format="json")
 

@@ -4,6 +4,7 @@ size limits (413), media type (415), malformed JSON (400), unknown routes."""
 from __future__ import annotations
 
 import json
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -35,7 +36,7 @@ def keyed(make_client, world):
 def test_a_payload_over_the_limit_is_413_and_not_stored(api, tenant, event_type, settings):
     # given a payload limit of 100 bytes
     settings.HOOKPOST_MAX_PAYLOAD_BYTES = 100
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     # when acme publishes a 200-byte payload
@@ -140,7 +141,7 @@ def test_json_that_is_not_strict_json_is_400(api, tenant, event_type, raw):
 )
 def test_json_that_cannot_be_stored_is_a_client_error_not_a_crash(api, tenant, event_type, raw, why):
     # given valid-looking JSON that PostgreSQL (or Python) cannot store as sent
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     # when acme publishes it
@@ -165,8 +166,8 @@ def test_strings_that_cannot_be_stored_are_400_on_every_write_route(route, keyed
     assert snapshot() == before
 
 
-def _nested(levels: int) -> dict:
-    value: dict = {}
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
     for _ in range(levels - 1):
         value = {"a": value}
     return value
@@ -255,7 +256,7 @@ def database_down(db):
     """Every new query fails as it does when PostgreSQL refuses connections (undone
     before the test database is rolled back)."""
 
-    def refuse(self):  # type: ignore[no-untyped-def]
+    def refuse(self):
         raise OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed')
 
     with mock.patch.object(BaseDatabaseWrapper, "ensure_connection", refuse):

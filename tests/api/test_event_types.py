@@ -17,7 +17,7 @@ INVOICE_SCHEMA = {
 
 def test_any_key_lists_event_types_with_their_archived_flag(api, event_type):
     # given one live and one archived event type
-    EventTypeFactory(name="invoice.voided", archived=True)
+    EventTypeFactory.create(name="invoice.voided", archived=True)
 
     # when a tenant key lists them
     response = api.get("/api/v1/event-types/")

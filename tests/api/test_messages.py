@@ -38,7 +38,7 @@ def handed_over(monkeypatch):
 
 def test_publishing_stores_the_message_and_a_pending_delivery(api, tenant, event_type):
     # given an endpoint of acme
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
 
     # when acme publishes invoice.paid
     response = api.post(BASE, PAID, format="json")
@@ -100,8 +100,8 @@ def test_a_payload_matching_the_schema_is_accepted(api, tenant, event_type):
 )
 def test_an_invalid_message_is_422_and_stores_nothing(api, tenant, event_type, body, field):
     # given acme has an endpoint and an archived event type exists
-    EndpointFactory(tenant=tenant)
-    EventTypeFactory(name="invoice.voided", archived=True)
+    EndpointFactory.create(tenant=tenant)
+    EventTypeFactory.create(name="invoice.voided", archived=True)
     before = snapshot()
 
     # when acme publishes an invalid message
@@ -114,7 +114,7 @@ def test_an_invalid_message_is_422_and_stores_nothing(api, tenant, event_type, b
 
 
 def test_unknown_and_archived_event_types_are_explained(api, tenant, event_type):
-    EventTypeFactory(name="invoice.voided", archived=True)
+    EventTypeFactory.create(name="invoice.voided", archived=True)
 
     unknown = api.post(BASE, {"event_type": "no.such", "payload": {}}, format="json")
     archived = api.post(BASE, {"event_type": "invoice.voided", "payload": {}}, format="json")
@@ -135,7 +135,7 @@ def test_unknown_and_archived_event_types_are_explained(api, tenant, event_type)
 def test_a_payload_against_the_schema_is_422_listing_the_problem(api, tenant, event_type, payload, problem):
     # given invoice.paid has a schema and acme an endpoint
     EventType.objects.filter(pk=event_type.pk).update(schema=INVOICE_SCHEMA)
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     # when acme publishes a payload that breaks it
@@ -173,7 +173,7 @@ def test_an_unusable_schema_gives_422_not_500(api, tenant, event_type, schema):
     # given invoice.paid carries a schema that cannot be applied (stored before
     # such schemas were refused, or only reached below a property)
     EventType.objects.filter(pk=event_type.pk).update(schema=schema)
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     before = snapshot()
 
     # when acme publishes
@@ -189,8 +189,8 @@ def test_an_unusable_schema_gives_422_not_500(api, tenant, event_type, schema):
 
 def test_the_same_idempotency_key_twice_publishes_once(api, tenant, event_type):
     # given two endpoints of acme
-    EndpointFactory(tenant=tenant)
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
 
     # when acme publishes the same message twice with one Idempotency-Key
     first = api.post(BASE, PAID, format="json", HTTP_IDEMPOTENCY_KEY="order-42")
@@ -208,7 +208,7 @@ def test_the_same_idempotency_key_twice_publishes_once(api, tenant, event_type):
 
 
 def test_the_same_message_id_twice_publishes_once(api, tenant, event_type):
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     body = {**PAID, "id": "invoice-7-paid"}
 
     first = api.post(BASE, body, format="json")
@@ -232,8 +232,8 @@ def test_the_same_message_id_twice_publishes_once(api, tenant, event_type):
 )
 def test_an_idempotency_key_reused_for_a_different_message_is_409(api, tenant, event_type, changed):
     # given a message published with Idempotency-Key K
-    EventTypeFactory(name="invoice.refunded")
-    EndpointFactory(tenant=tenant)
+    EventTypeFactory.create(name="invoice.refunded")
+    EndpointFactory.create(tenant=tenant)
     assert api.post(BASE, PAID, format="json", HTTP_IDEMPOTENCY_KEY="K").status_code == 202
     before = snapshot()
 
@@ -246,7 +246,7 @@ def test_an_idempotency_key_reused_for_a_different_message_is_409(api, tenant, e
 
 
 def test_a_message_id_reused_for_a_different_payload_is_409(api, tenant, event_type):
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     assert api.post(BASE, {**PAID, "id": "m-1"}, format="json").status_code == 202
     before = snapshot()
 
@@ -282,7 +282,7 @@ def test_a_bad_idempotency_key_is_422(api, tenant, event_type):
 def test_a_repeat_hands_nothing_new_to_the_engine(
     api, tenant, event_type, handed_over, django_capture_on_commit_callbacks
 ):
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     with django_capture_on_commit_callbacks(execute=True):
         api.post(BASE, PAID, format="json", HTTP_IDEMPOTENCY_KEY="K")
     assert len(handed_over) == 1
@@ -303,13 +303,13 @@ def test_a_message_reaches_exactly_the_endpoints_subscribed_to_its_type(
 ):
     # given acme's endpoints: for every type, for invoice.paid, for another type,
     # for invoice.paid among others, and a disabled one; and globex's endpoint for everything
-    other_type = EventTypeFactory(name="user.created")
-    everything = EndpointFactory(tenant=tenant)
-    paid_only = EndpointFactory(tenant=tenant, event_types=[event_type])
-    EndpointFactory(tenant=tenant, event_types=[other_type])
-    paid_and_other = EndpointFactory(tenant=tenant, event_types=[other_type, event_type])
-    disabled = EndpointFactory(tenant=tenant, enabled=False)
-    EndpointFactory(tenant=other_tenant)
+    other_type = EventTypeFactory.create(name="user.created")
+    everything = EndpointFactory.create(tenant=tenant)
+    paid_only = EndpointFactory.create(tenant=tenant, event_types=[event_type])
+    EndpointFactory.create(tenant=tenant, event_types=[other_type])
+    paid_and_other = EndpointFactory.create(tenant=tenant, event_types=[other_type, event_type])
+    disabled = EndpointFactory.create(tenant=tenant, enabled=False)
+    EndpointFactory.create(tenant=other_tenant)
 
     # when acme publishes invoice.paid
     response = api.post(BASE, PAID, format="json")
@@ -334,7 +334,7 @@ def test_a_message_reaches_exactly_the_endpoints_subscribed_to_its_type(
 
 def test_ingest_is_one_transaction(api, tenant, event_type, monkeypatch):
     # given fan-out fails after the message row was inserted
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     inserted: list[int] = []
 
     def fail_after_message_insert(*args, **kwargs):
@@ -357,9 +357,9 @@ def test_first_attempts_are_handed_over_only_after_commit(
     api, tenant, event_type, handed_over, django_capture_on_commit_callbacks
 ):
     # given two enabled endpoints and a disabled one
-    EndpointFactory(tenant=tenant)
-    EndpointFactory(tenant=tenant)
-    EndpointFactory(tenant=tenant, enabled=False)
+    EndpointFactory.create(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
+    EndpointFactory.create(tenant=tenant, enabled=False)
 
     # when acme publishes, and before the transaction commits
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -382,7 +382,7 @@ def test_nothing_is_handed_over_when_ingest_rolls_back(
     api, tenant, event_type, handed_over, django_capture_on_commit_callbacks
 ):
     # given a batch whose last item is invalid, after two that fan out to an endpoint
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     batch = {"messages": [PAID, PAID, {"event_type": "invoice.paid", "payload": "not an object"}]}
 
     # when acme publishes it and the request's transaction ends
@@ -400,7 +400,7 @@ def test_a_broken_queue_does_not_fail_an_accepted_message(
     api, tenant, event_type, monkeypatch, django_capture_on_commit_callbacks
 ):
     # given the broker is down
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
 
     def broker_down(*args):
         raise ConnectionError("redis is down")
@@ -420,7 +420,7 @@ def test_a_broken_queue_does_not_fail_an_accepted_message(
 
 
 def test_a_batch_publishes_every_message(api, tenant, event_type):
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     batch = {"messages": [PAID, {**PAID, "id": "mine"}, {"event_type": "invoice.paid", "payload": {"n": 3}}]}
 
     response = api.post(BATCH, batch, format="json")
@@ -438,8 +438,8 @@ def test_a_batch_is_handed_to_the_workers_once_in_order(
     api, tenant, event_type, handed_over, django_capture_on_commit_callbacks
 ):
     # given two endpoints of acme
-    EndpointFactory(tenant=tenant)
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     batch = {"messages": [{"event_type": "invoice.paid", "payload": {"n": n}} for n in range(5)]}
 
     # when acme publishes five messages in one batch
@@ -457,7 +457,7 @@ def test_a_batch_is_handed_to_the_workers_once_in_order(
 
 def test_a_batch_with_an_invalid_item_stores_none_of_it(api, tenant, event_type):
     # given items 0-2 are valid and item 3 is not
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     batch = {"messages": [PAID, PAID, PAID, {"event_type": "invoice.paid", "payload": [1]}, PAID]}
     before = counts()
 
@@ -508,7 +508,7 @@ def test_a_batch_over_the_limit_is_422(api, tenant, event_type, settings):
 
 def test_a_repeated_batch_with_the_same_idempotency_key_adds_nothing(api, tenant, event_type):
     # given a batch published with Idempotency-Key B
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
     batch = {"messages": [PAID, {"event_type": "invoice.paid", "payload": {"n": 2}}]}
     first = api.post(BATCH, batch, format="json", HTTP_IDEMPOTENCY_KEY="B")
     assert first.status_code == 202, first.json()
@@ -525,7 +525,7 @@ def test_a_repeated_batch_with_the_same_idempotency_key_adds_nothing(api, tenant
 
 
 def test_a_single_message_repeated_in_a_batch_is_published_once(api, tenant, event_type):
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
 
     response = api.post(BATCH, {"messages": [{**PAID, "id": "dup"}, {**PAID, "id": "dup"}]}, format="json")
 
@@ -540,9 +540,9 @@ def test_a_single_message_repeated_in_a_batch_is_published_once(api, tenant, eve
 
 def test_lists_the_tenants_messages_newest_first(api, tenant, other_tenant, event_type):
     now = timezone.now()
-    old = MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=1))
-    new = MessageFactory(tenant=tenant, event_type=event_type, created_at=now)
-    MessageFactory(tenant=other_tenant, event_type=event_type)
+    old = MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=1))
+    new = MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now)
+    MessageFactory.create(tenant=other_tenant, event_type=event_type)
 
     response = api.get(BASE)
 
@@ -562,10 +562,10 @@ def test_lists_the_tenants_messages_newest_first(api, tenant, other_tenant, even
 def test_message_list_filters(api, tenant, event_type):
     # given messages of two types at three times
     now = timezone.now()
-    other = EventTypeFactory(name="user.created")
-    early = MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=2))
-    middle = MessageFactory(tenant=tenant, event_type=other, created_at=now - timedelta(hours=1))
-    late = MessageFactory(tenant=tenant, event_type=event_type, created_at=now)
+    other = EventTypeFactory.create(name="user.created")
+    early = MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=2))
+    middle = MessageFactory.create(tenant=tenant, event_type=other, created_at=now - timedelta(hours=1))
+    late = MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now)
 
     def ids(**params):
         response = api.get(BASE, params)
@@ -591,7 +591,7 @@ def test_a_bad_message_filter_is_422(api, tenant, params):
 
 
 def test_message_detail_shows_its_deliveries(api, world):
-    second = EndpointFactory(tenant=world.tenant)
+    second = EndpointFactory.create(tenant=world.tenant)
     other = delivery_services.message_publish(
         tenant=world.tenant, new=delivery_services.NewMessage(event_type="invoice.paid", payload={"x": 1})
     ).message

@@ -42,8 +42,10 @@ def test_message_pages_are_newest_first_without_duplicates_or_gaps(api, tenant, 
     # given 5 messages of acme at distinct times (and one of another tenant)
     now = timezone.now()
     for minutes in range(5):
-        MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(minutes=minutes))
-    MessageFactory(event_type=event_type)
+        MessageFactory.create(
+            tenant=tenant, event_type=event_type, created_at=now - timedelta(minutes=minutes)
+        )
+    MessageFactory.create(event_type=event_type)
 
     # when acme walks its messages two at a time
     pages = _walk(api, "/api/v1/tenants/acme/messages/")
@@ -58,7 +60,7 @@ def test_delivery_pages_handle_rows_created_at_the_same_instant(api, tenant, eve
     # given two messages each fanned out to 3 endpoints: the deliveries of one
     # message share one created_at
     for _ in range(3):
-        EndpointFactory(tenant=tenant)
+        EndpointFactory.create(tenant=tenant)
     for n in range(2):
         delivery_services.message_publish(
             tenant=tenant, new=delivery_services.NewMessage(event_type="invoice.paid", payload={"n": n})
@@ -74,11 +76,11 @@ def test_delivery_pages_handle_rows_created_at_the_same_instant(api, tenant, eve
 
 
 def test_filters_apply_on_every_page(api, tenant, event_type):
-    other = EventTypeFactory(name="user.created")
+    other = EventTypeFactory.create(name="user.created")
     now = timezone.now()
     for minutes in range(6):
         kind = event_type if minutes % 2 else other
-        MessageFactory(tenant=tenant, event_type=kind, created_at=now - timedelta(minutes=minutes))
+        MessageFactory.create(tenant=tenant, event_type=kind, created_at=now - timedelta(minutes=minutes))
 
     pages = _walk(api, "/api/v1/tenants/acme/messages/", event_type="invoice.paid")
 
@@ -91,13 +93,13 @@ def test_rows_arriving_while_walking_do_not_shift_later_pages(api, tenant, event
     # given 4 messages, and the first page read
     now = timezone.now()
     old = [
-        MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(minutes=m))
+        MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now - timedelta(minutes=m))
         for m in range(4)
     ]
     first = api.get("/api/v1/tenants/acme/messages/", {"limit": 2}).json()
 
     # when a new message arrives before the second page is read
-    MessageFactory(tenant=tenant, event_type=event_type, created_at=now + timedelta(seconds=1))
+    MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now + timedelta(seconds=1))
     second = api.get("/api/v1/tenants/acme/messages/", {"limit": 2, "cursor": first["next"]}).json()
 
     # then the second page continues where the first ended
@@ -112,11 +114,11 @@ def test_configuration_lists_paginate_too(kind, operator_api, tenant, event_type
     for minutes in range(1, 6):
         at = now - timedelta(minutes=minutes)
         if kind == "tenants":
-            TenantFactory(created_at=at)
+            TenantFactory.create(created_at=at)
         elif kind == "event-types":
-            EventTypeFactory(created_at=at)
+            EventTypeFactory.create(created_at=at)
         else:
-            EndpointFactory(tenant=tenant, created_at=at)
+            EndpointFactory.create(tenant=tenant, created_at=at)
     path = {
         "tenants": "/api/v1/tenants/",
         "event-types": "/api/v1/event-types/",
@@ -213,8 +215,8 @@ def test_a_bad_cursor_is_422_on_cursor(operator_api, tenant, path, cursor):
 def test_a_cursor_position_with_any_utc_offset_is_understood(api, tenant, event_type):
     # given messages an hour apart
     now = timezone.now().replace(microsecond=0)
-    newer = MessageFactory(tenant=tenant, event_type=event_type, created_at=now)
-    older = MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=1))
+    newer = MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now)
+    older = MessageFactory.create(tenant=tenant, event_type=event_type, created_at=now - timedelta(hours=1))
 
     # when a cursor names the newer one's time with an offset PostgreSQL itself refuses
     shifted = (now + timedelta(hours=23, minutes=59)).strftime("%Y-%m-%dT%H:%M:%S") + "+23:59"
@@ -230,7 +232,9 @@ def test_a_cursor_offset_past_the_cutoff_is_clamped_like_drf(api, tenant, event_
     # given two messages
     now = timezone.now()
     for minutes in range(2):
-        MessageFactory(tenant=tenant, event_type=event_type, created_at=now - timedelta(minutes=minutes))
+        MessageFactory.create(
+            tenant=tenant, event_type=event_type, created_at=now - timedelta(minutes=minutes)
+        )
 
     # when cursors carry offsets larger than DRF's cutoff (1000) and no position
     responses = [

@@ -4,6 +4,7 @@ message (same ``webhook-id``) and appends attempts; history is never rewritten."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -28,18 +29,18 @@ def _recover_url(endpoint: Endpoint, tenant_uid: str = "acme") -> str:
     return f"/api/v1/tenants/{tenant_uid}/endpoints/{endpoint.uid}/recover/"
 
 
-def _row(delivery: Delivery) -> dict[str, Any]:
+def _row(delivery: Delivery) -> Mapping[str, Any]:
     return Delivery.objects.filter(pk=delivery.pk).values().get()
 
 
-def _attempt_rows(delivery: Delivery) -> list[dict[str, Any]]:
+def _attempt_rows(delivery: Delivery) -> list[Mapping[str, Any]]:
     return list(Attempt.objects.filter(delivery=delivery).order_by("pk").values())
 
 
 def make_delivery(endpoint: Endpoint, event_type: Any, status: str, **fields: Any) -> Delivery:
     """A delivery of ``endpoint`` in ``status``, with the history such a delivery has."""
     now = timezone.now()
-    shape: dict[str, Any] = {
+    shapes: dict[str, dict[str, Any]] = {
         Delivery.Status.PENDING: {"attempt_count": 0, "next_attempt_at": now},
         Delivery.Status.FAILED: {
             "attempt_count": 2,
@@ -65,8 +66,9 @@ def make_delivery(endpoint: Endpoint, event_type: Any, status: str, **fields: An
             "next_attempt_at": None,
             "last_error": "endpoint disabled",
         },
-    }[status]
-    delivery = DeliveryFactory(
+    }
+    shape = shapes[status]
+    delivery = DeliveryFactory.create(
         message__tenant=endpoint.tenant,
         message__event_type=event_type,
         endpoint=endpoint,
@@ -88,7 +90,7 @@ def make_delivery(endpoint: Endpoint, event_type: Any, status: str, **fields: An
 
 @pytest.fixture
 def endpoint(tenant) -> Endpoint:
-    return EndpointFactory(tenant=tenant)
+    return EndpointFactory.create(tenant=tenant)
 
 
 @pytest.fixture
@@ -294,9 +296,9 @@ def test_replaying_a_selection_counts_replayed_and_not_replayed(
         lease_token="worker",
         lease_expires_at=timezone.now() + timedelta(seconds=60),
     )
-    off = EndpointFactory(tenant=tenant, enabled=False, disabled_reason="off")
+    off = EndpointFactory.create(tenant=tenant, enabled=False, disabled_reason="off")
     on_disabled = make_delivery(off, event_type, Delivery.Status.DEAD)
-    foreign = make_delivery(EndpointFactory(tenant=other_tenant), event_type, Delivery.Status.DEAD)
+    foreign = make_delivery(EndpointFactory.create(tenant=other_tenant), event_type, Delivery.Status.DEAD)
     untouched = [pending, in_flight, on_disabled, foreign]
     rows_before = {d.pk: _row(d) for d in untouched}
     attempts_before = {d.pk: _attempt_rows(d) for d in [dead, succeeded, skipped, foreign]}
@@ -325,7 +327,7 @@ def test_replaying_a_selection_counts_replayed_and_not_replayed(
 
 def test_replaying_only_another_tenants_ids_replays_nothing(api, other_tenant, event_type):
     # given a dead delivery of globex
-    foreign = make_delivery(EndpointFactory(tenant=other_tenant), event_type, Delivery.Status.DEAD)
+    foreign = make_delivery(EndpointFactory.create(tenant=other_tenant), event_type, Delivery.Status.DEAD)
     before = snapshot()
 
     # when acme names it in a selection
@@ -360,7 +362,7 @@ def window(endpoint, tenant, event_type):
     def at(moment, status, ep=endpoint, **fields):
         return make_delivery(ep, event_type, status, created_at=moment, **fields)
 
-    other_endpoint = EndpointFactory(tenant=tenant)
+    other_endpoint = EndpointFactory.create(tenant=tenant)
     inside = {
         "failed": at(since + timedelta(hours=1), Delivery.Status.FAILED),
         "dead_at_since": at(since, Delivery.Status.DEAD),
@@ -496,7 +498,7 @@ def test_recover_on_a_disabled_endpoint_is_409_and_changes_nothing(api, endpoint
 
 def test_recover_of_another_tenants_endpoint_is_404_and_changes_nothing(api, other_tenant, event_type):
     # given a globex endpoint with a dead delivery
-    foreign = EndpointFactory(tenant=other_tenant)
+    foreign = EndpointFactory.create(tenant=other_tenant)
     make_delivery(foreign, event_type, Delivery.Status.DEAD, created_at=timezone.now() - timedelta(hours=1))
     before = snapshot()
 

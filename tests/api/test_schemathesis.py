@@ -160,7 +160,7 @@ class World:
             EventType.objects.filter(pk=event_type.pk).update(archived=False, schema=None)
         endpoint = Endpoint.objects.filter(uid=ENDPOINT_UID).first()
         if endpoint is None:
-            endpoint = EndpointFactory(tenant=tenant, uid=ENDPOINT_UID)
+            endpoint = EndpointFactory.create(tenant=tenant, uid=ENDPOINT_UID)
         message = Message.objects.filter(tenant=tenant, uid=MESSAGE_UID).first()
         if message is None:
             message = Message.objects.create(
@@ -295,7 +295,7 @@ def test_api_workflows_along_the_schema_links(world: World) -> None:
     workflow = _load_schema("positive").as_state_machine()
     authorization = {"Authorization": f"Bearer {world.operator_key}"}
 
-    class HookpostWorkflow(workflow):  # type: ignore[misc,valid-type]
+    class HookpostWorkflow(workflow):  # type: ignore[misc,valid-type]  # a class built from the schema at runtime
         """Each scenario starts from the world, as the operator (who may reach every tenant)."""
 
         def setup(self) -> None:

@@ -8,7 +8,7 @@ from tests.factories import EndpointFactory
 
 @pytest.mark.django_db
 def test_publish_creates_message_and_delivery(api, tenant, event_type):
-    EndpointFactory(tenant=tenant)
+    EndpointFactory.create(tenant=tenant)
 
     response = api.post(
         "/api/v1/tenants/acme/messages/",

@@ -17,7 +17,7 @@ def test_operator_lists_tenants_newest_first(operator_api):
     # given three tenants created one after the other
     now = timezone.now()
     for age, uid in enumerate(["newest", "middle", "oldest"]):
-        TenantFactory(uid=uid, created_at=now - timedelta(minutes=age))
+        TenantFactory.create(uid=uid, created_at=now - timedelta(minutes=age))
 
     # when the operator lists them
     response = operator_api.get("/api/v1/tenants/")

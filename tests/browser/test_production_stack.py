@@ -117,12 +117,12 @@ def _world(settings: Any) -> tuple[Tenant, list[Delivery], Delivery]:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
     tenant = Tenant.objects.create(uid="acme", name="Acme Inc.")
     call_command("create_tenant_user", "alice", "--tenant", "acme", "--password", PASSWORD)
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     event_type = EventType.objects.create(name="invoice.paid")
 
     def make(status: str) -> Delivery:
-        message = MessageFactory(tenant=tenant, event_type=event_type)
-        return DeliveryFactory(message=message, endpoint=endpoint, status=status, attempt_count=1)
+        message = MessageFactory.create(tenant=tenant, event_type=event_type)
+        return DeliveryFactory.create(message=message, endpoint=endpoint, status=status, attempt_count=1)
 
     dead = [make(Delivery.Status.DEAD), make(Delivery.Status.DEAD)]
     return tenant, dead, make(Delivery.Status.SUCCEEDED)

@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -145,7 +146,7 @@ class Worker:
 
 
 @pytest.fixture
-def e2e_settings(settings):  # type: ignore[no-untyped-def]
+def e2e_settings(settings):
     """The test process sees the same target allowlist as the worker."""
     settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
     settings.HOOKPOST_DISPATCH_LEASE_SECONDS = 3
@@ -169,7 +170,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, broker, tmp_path_factory) -> Iterator[Worker]:  # type: ignore[no-untyped-def]
+def worker(django_db_setup, django_db_blocker, broker, tmp_path_factory) -> Iterator[Worker]:
     """One worker for a module of e2e tests."""
     proc = Worker(tmp_path_factory.mktemp("worker")).start()
     yield proc
@@ -177,16 +178,16 @@ def worker(django_db_setup, django_db_blocker, broker, tmp_path_factory) -> Iter
 
 
 @pytest.fixture
-def make_worker(django_db_setup, broker, tmp_path) -> Iterator[type[Worker]]:  # type: ignore[no-untyped-def]
+def make_worker(django_db_setup, broker, tmp_path) -> Iterator[Callable[..., Worker]]:
     """Start workers inside a test (fault tests); all are stopped afterwards."""
     started: list[Worker] = []
 
-    def make(**kwargs: object) -> Worker:
-        proc = Worker(tmp_path, **kwargs).start()  # type: ignore[arg-type]
+    def make(**kwargs: Any) -> Worker:
+        proc = Worker(tmp_path, **kwargs).start()
         started.append(proc)
         return proc
 
-    yield make  # type: ignore[misc]
+    yield make
     for proc in started:
         proc.stop()
 
@@ -196,12 +197,12 @@ def _drop_broker_pools() -> None:
     from the (overridden) Django settings, but keeps its pools of the old URL."""
     from config.celery import app
 
-    app._pool = None
-    app.amqp._producer_pool = None
+    app._pool = None  # type: ignore[attr-defined]  # Celery's private pools: no public reset
+    app.amqp._producer_pool = None  # type: ignore[attr-defined]  # as above
 
 
 @pytest.fixture
-def private_redis(django_db_setup, settings, tmp_path) -> Iterator[PrivateRedis]:  # type: ignore[no-untyped-def]
+def private_redis(django_db_setup, settings, tmp_path) -> Iterator[PrivateRedis]:
     """A private redis-server (outage tests may shut it down) that this process and the
     workers started afterwards use as broker and shared state; stopped on every exit."""
     server = PrivateRedis(tmp_path).start()

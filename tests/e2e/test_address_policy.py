@@ -120,9 +120,9 @@ def _meaning(spelling: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 def _publish_to(port: int) -> Delivery:
     """An endpoint at http://evil.example.test:<port>/hook, created directly (the
     API would not know this name), and a message published to it."""
-    tenant = TenantFactory()
-    event_type = EventTypeFactory()
-    EndpointFactory(tenant=tenant, url=f"http://{HOST}:{port}/hook")
+    tenant = TenantFactory.create()
+    event_type = EventTypeFactory.create()
+    EndpointFactory.create(tenant=tenant, url=f"http://{HOST}:{port}/hook")
     published = message_publish(tenant=tenant, new=NewMessage(event_type=event_type.name, payload={"x": 1}))
     return Delivery.objects.get(message=published.message)
 

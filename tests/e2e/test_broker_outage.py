@@ -192,7 +192,7 @@ def test_the_hand_off_to_the_broker_has_bounded_timeouts(private_redis: PrivateR
     # The redis-py connections Celery publishes on, and those of the shared protection state
     with app.connection_for_write() as conn:
         assert conn.port == private_redis.port
-        broker = conn.default_channel.client.connection_pool.connection_kwargs
+        broker = conn.default_channel.client.connection_pool.connection_kwargs  # type: ignore[attr-defined]  # kombu's Redis channel
     state = shared_state.client().connection_pool.connection_kwargs
     for kwargs in (broker, state):
         assert 0 < kwargs["socket_connect_timeout"] <= 0.5, kwargs

@@ -41,9 +41,9 @@ def test_hanging_receivers_do_not_delay_a_healthy_receivers_first_attempts_or_re
     make_worker, receiver: Receiver, hanging: Receiver, e2e_settings, make_client, tenant, event_type
 ):
     # given a tenant with 300 endpoints whose receiver never answers (30 s timeout each)
-    stuck = TenantFactory(uid="stuck")
+    stuck = TenantFactory.create(uid="stuck")
     for _ in range(HANGING_ENDPOINTS):
-        EndpointFactory(tenant=stuck, url=hanging.url("/hang"), timeout_seconds=30)
+        EndpointFactory.create(tenant=stuck, url=hanging.url("/hang"), timeout_seconds=30)
     # and a healthy tenant whose receiver fails the first attempt and takes the retry
     api = make_client(tenant).client
     receiver.script("/healthy", Reply(503), Reply(204))
@@ -64,7 +64,7 @@ def test_hanging_receivers_do_not_delay_a_healthy_receivers_first_attempts_or_re
     assert Delivery.objects.get(message__uid=message).attempt_count == 2
 
 
-def _slow_endpoints(api, tenant, receiver: Receiver, count: int, cap: int) -> list[Registered]:  # type: ignore[no-untyped-def]
+def _slow_endpoints(api, tenant, receiver: Receiver, count: int, cap: int) -> list[Registered]:
     """``count`` endpoints with ``cap`` places each, proven (they answered 2xx before), so
     their batches take every place free (a new endpoint gets one at a time)."""
     endpoints = [

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def database_proxy(django_db_setup) -> Iterator[TcpProxy]:  # type: ignore[no-untyped-def]
+def database_proxy(django_db_setup) -> Iterator[TcpProxy]:
     db = django_settings.DATABASES["default"]
     proxy = TcpProxy(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)).start()
     yield proxy
@@ -31,7 +31,7 @@ def database_proxy(django_db_setup) -> Iterator[TcpProxy]:  # type: ignore[no-un
 
 
 @pytest.fixture
-def gunicorn(database_proxy: TcpProxy, tmp_path: Path, settings) -> Iterator[int]:  # type: ignore[no-untyped-def]
+def gunicorn(database_proxy: TcpProxy, tmp_path: Path, settings) -> Iterator[int]:
     """gunicorn with ``config/gunicorn.py``, its database reached through ``database_proxy``."""
     db = django_settings.DATABASES["default"]
     env = {

@@ -120,7 +120,7 @@ def test_a_receiver_that_never_answers_is_cut_off_by_the_endpoint_timeout(
     message_id = publish(api, tenant, event_type, {"n": 1})
 
     # Then the first attempt is recorded as a timeout after about 1 s
-    def timed_out_attempt():  # type: ignore[no-untyped-def]
+    def timed_out_attempt():
         attempts = attempts_of(delivery_of(message_id, endpoint.uid))
         return attempts[0] if attempts else None
 

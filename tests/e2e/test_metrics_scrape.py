@@ -51,7 +51,7 @@ def test_counters_move_by_the_right_amounts(
     assert_ledger(receiver, messages, [ok, flaky])
 
     def counted_all() -> str | None:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        text: str = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         return text if _value(text, "hookpost_attempts_total", outcome="succeeded", tenant="") >= 4 else None
 
     # The counters move just after the commit the ledger saw: wait for the last one.

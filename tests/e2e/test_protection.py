@@ -206,12 +206,12 @@ def test_healthy_endpoints_stay_fast_beside_200_refusing_failing_and_hanging_one
     make_worker, receiver: Receiver, e2e_settings, make_client, event_type, capsys
 ):
     # given 5 healthy endpoints of one tenant...
-    healthy_tenant = TenantFactory(uid="healthy")
+    healthy_tenant = TenantFactory.create(uid="healthy")
     api = make_client(healthy_tenant).client
     healthy = [register_endpoint(api, healthy_tenant, receiver, f"/ok{n}") for n in range(5)]
     # ... and another tenant's 200 endpoints: a third refuse connections, a third
     # answer 500, a third hang until their 1 s timeout
-    broken_tenant = TenantFactory(uid="broken")
+    broken_tenant = TenantFactory.create(uid="broken")
     bad = Receiver().start()
     try:
         bad.script("/fail", Reply(500))

@@ -27,7 +27,7 @@ GRACE_SECONDS = 15
 
 
 @pytest.fixture
-def gunicorn(tmp_path: Path, settings) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:  # type: ignore[no-untyped-def]
+def gunicorn(tmp_path: Path, settings) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",

@@ -47,19 +47,19 @@ def _handle(request: HttpRequest, event: WebhookEvent, status: int) -> HttpRespo
 
 @verify_webhook(secrets=[SECRET, NEXT_SECRET])
 def django_view(request: HttpRequest, status: int = 204) -> HttpResponseBase:
-    return _handle(request, request.webhook, status)  # type: ignore[attr-defined]
+    return _handle(request, request.webhook, status)  # type: ignore[attr-defined]  # set by verify_webhook
 
 
 @verify_webhook(secrets=lambda request: [SECRET])
 def other_django_view(request: HttpRequest) -> HttpResponseBase:
-    return _handle(request, request.webhook, 204)  # type: ignore[attr-defined]
+    return _handle(request, request.webhook, 204)  # type: ignore[attr-defined]  # set by verify_webhook
 
 
 class DrfView(WebhookAPIView):
     webhook_secrets = [SECRET, NEXT_SECRET]
 
     def post(self, request: Request, status: int = 204) -> Response:
-        assert request.auth is request.webhook  # type: ignore[attr-defined]
+        assert request.auth is request.webhook  # type: ignore[attr-defined]  # set by WebhookAPIView
         _handle(request._request, request.auth, status)
         return Response(status=status)
 

@@ -231,4 +231,4 @@ def test_configuration_errors_are_not_verification_errors() -> None:
     with pytest.raises(ValueError, match="tolerance"):
         signing.verify(SECRET, good_headers(), BODY, tolerance=-1, now=NOW)
     with pytest.raises(TypeError, match="raw body bytes"):
-        signing.verify(SECRET, good_headers(), BODY.decode(), now=NOW)  # type: ignore[arg-type]
+        signing.verify(SECRET, good_headers(), BODY.decode(), now=NOW)  # type: ignore[arg-type]  # the wrong type on purpose

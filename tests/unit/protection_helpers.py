@@ -49,10 +49,10 @@ def leased_batch(endpoint: Endpoint, count: int) -> tuple[list[Delivery], str]:
     """``count`` new deliveries to ``endpoint``, due now and leased to one task (what dispatch does)."""
     token = leases.new_token()
     deliveries = [
-        DeliveryFactory(
+        DeliveryFactory.create(
             endpoint=endpoint,
             tenant=endpoint.tenant,
-            message=MessageFactory(tenant=endpoint.tenant),
+            message=MessageFactory.create(tenant=endpoint.tenant),
             next_attempt_at=timezone.now(),
             lease_token=token,
             lease_expires_at=timezone.now() + timedelta(seconds=120),

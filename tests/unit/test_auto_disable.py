@@ -32,13 +32,13 @@ WINDOW = 60
 
 
 @pytest.fixture
-def window(settings):  # type: ignore[no-untyped-def]
+def window(settings):
     settings.HOOKPOST_AUTO_DISABLE_AFTER_SECONDS = WINDOW
     return settings
 
 
 @pytest.fixture
-def transport(monkeypatch) -> ScriptedTransport:  # type: ignore[no-untyped-def]
+def transport(monkeypatch) -> ScriptedTransport:
     scripted = ScriptedTransport(500)
     monkeypatch.setattr(outbound, "transport", lambda: scripted)
     return scripted
@@ -66,8 +66,8 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_told_and_recoverab
     _member(tenant, "alice@acme.test")
     _member(tenant, "bob@acme.test")
     _member(tenant, "")
-    _member(TenantFactory(uid="globex"), "carol@globex.test")
-    endpoint = EndpointFactory(
+    _member(TenantFactory.create(uid="globex"), "carol@globex.test")
+    endpoint = EndpointFactory.create(
         tenant=tenant, retry_schedule=[1] * 10, url="https://user:pw@hooks.acme.test/in?t=1"
     )
     delivery = _publish(tenant, event_type, endpoint)
@@ -115,7 +115,7 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_told_and_recoverab
     row = Endpoint.objects.get(pk=endpoint.pk)
     assert row.enabled and row.disabled_reason == "" and row.failing_since is None
     assert (row.circuit_state, row.consecutive_failures) == ("closed", 0)
-    assert breaker.snapshot(endpoint).state == "closed"  # type: ignore[union-attr]
+    assert breaker.snapshot(endpoint).state == "closed"
 
     # and recovering replays what it missed, which now arrives
     since = (timezone.now() - timedelta(hours=1)).isoformat()
@@ -129,7 +129,7 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_told_and_recoverab
 
 
 def test_failing_for_less_than_the_window_leaves_the_endpoint_enabled(window, transport, tenant, event_type):
-    endpoint = EndpointFactory(tenant=tenant, retry_schedule=[1] * 10)
+    endpoint = EndpointFactory.create(tenant=tenant, retry_schedule=[1] * 10)
     delivery = _publish(tenant, event_type, endpoint)
     run(delivery)
     _failing_for(endpoint, WINDOW - 5)
@@ -141,7 +141,7 @@ def test_failing_for_less_than_the_window_leaves_the_endpoint_enabled(window, tr
 
 
 def test_a_success_ends_the_run_of_failures(window, transport, tenant, event_type):
-    endpoint = EndpointFactory(tenant=tenant, retry_schedule=[1] * 10)
+    endpoint = EndpointFactory.create(tenant=tenant, retry_schedule=[1] * 10)
     delivery = _publish(tenant, event_type, endpoint)
     run(delivery)
     _failing_for(endpoint, WINDOW - 5)
@@ -157,7 +157,7 @@ def test_410_gone_disables_the_endpoint_with_notice(
     transport, tenant, event_type, mailoutbox, django_capture_on_commit_callbacks
 ):
     _member(tenant, "alice@acme.test")
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
     transport.statuses = [410]
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -170,7 +170,7 @@ def test_410_gone_disables_the_endpoint_with_notice(
 
 
 def test_exhausted_retries_record_message_attempt_exhausted(transport, tenant, event_type):
-    endpoint = EndpointFactory(tenant=tenant, retry_schedule=[1])
+    endpoint = EndpointFactory.create(tenant=tenant, retry_schedule=[1])
     delivery = _publish(tenant, event_type, endpoint)
 
     assert [run(delivery), run(delivery)] == ["failed", "dead"]
@@ -199,7 +199,7 @@ def test_events_are_posted_signed_to_the_operator_webhook(
     settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
     queued: list[int] = []
     monkeypatch.setattr(operational, "_enqueue_notify", queued.append)  # the task's body runs below
-    endpoint = EndpointFactory(tenant=tenant)
+    endpoint = EndpointFactory.create(tenant=tenant)
 
     # when an event is recorded and its notification runs
     with django_capture_on_commit_callbacks(execute=True):
@@ -226,7 +226,7 @@ def test_a_failed_operator_post_is_kept_for_a_retry(settings, operator_receiver,
     settings.HOOKPOST_OPERATOR_WEBHOOK_URL = operator_receiver.script("/ops", Reply(503))
     settings.HOOKPOST_OPERATOR_WEBHOOK_SECRET = signing.generate_secret()
     settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
-    event = operational.endpoint_recovered(endpoint=EndpointFactory(tenant=tenant), at=timezone.now())
+    event = operational.endpoint_recovered(endpoint=EndpointFactory.create(tenant=tenant), at=timezone.now())
 
     assert not operational.event_notify(event_id=event.pk)
 

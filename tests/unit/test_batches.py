@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def endpoint() -> Any:
     """A proven endpoint (it answered 2xx before) with one place: its batches go one by one."""
-    return EndpointFactory(retry_schedule=[60] * 5, max_in_flight=1, last_success_at=timezone.now())
+    return EndpointFactory.create(retry_schedule=[60] * 5, max_in_flight=1, last_success_at=timezone.now())
 
 
 def _script(monkeypatch: Any, *statuses: int | None) -> ScriptedTransport:
@@ -67,7 +67,7 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(monkeypatch):
     _script(monkeypatch, 200)
 
     def statements(count: int) -> int:
-        deliveries, token = leased_batch(EndpointFactory(), count)
+        deliveries, token = leased_batch(EndpointFactory.create(), count)
         with CaptureQueriesContext(connection) as queries:
             assert set(_run(deliveries, token).values()) == {"succeeded"}
         return len(queries.captured_queries)
@@ -79,7 +79,7 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(monkeypatch):
 def test_a_task_holding_several_endpoints_sends_each_as_a_batch_of_its_own(monkeypatch):
     # given one task's deliveries to three endpoints (the dispatcher packs small remains
     # together), under one dispatch lease; the second endpoint answers 503
-    endpoints = [EndpointFactory(last_success_at=timezone.now(), max_in_flight=1) for _ in range(3)]
+    endpoints = [EndpointFactory.create(last_success_at=timezone.now(), max_in_flight=1) for _ in range(3)]
     transport = _script(monkeypatch, 200, 200, 503, 200, 200)
     token = leases.new_token()
     deliveries = []
@@ -143,7 +143,7 @@ def test_a_failing_endpoints_batch_goes_on_until_its_circuit_opens(monkeypatch, 
     settings.HOOKPOST_BREAKER_FAILURE_THRESHOLD = 3
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 30
     transport = _script(monkeypatch, 503, 503, 503, 503)
-    endpoint = EndpointFactory(retry_schedule=[60] * 5, last_success_at=None)
+    endpoint = EndpointFactory.create(retry_schedule=[60] * 5, last_success_at=None)
     deliveries, token = leased_batch(endpoint, 8)
 
     statuses = _run(deliveries, token)
@@ -172,7 +172,7 @@ def test_no_send_starts_after_the_budget(monkeypatch, settings, endpoint):
 def test_the_claim_lease_covers_one_timeout_the_margin_and_the_budget(monkeypatch, settings):
     settings.HOOKPOST_LEASE_MARGIN_SECONDS = 7
     settings.HOOKPOST_BATCH_SEND_BUDGET_SECONDS = 3
-    deliveries, token = leased_batch(EndpointFactory(timeout_seconds=5), 3)
+    deliveries, token = leased_batch(EndpointFactory.create(timeout_seconds=5), 3)
 
     claimed, lease = leases.deliveries_claim(delivery_ids=[d.pk for d in deliveries], token=token)
 
@@ -245,7 +245,9 @@ def test_a_batch_has_as_many_requests_in_flight_as_places_it_holds(monkeypatch):
     # given an endpoint with four places and a batch of ten
     gate = _Gate(opened=4)
     monkeypatch.setattr(outbound, "transport", lambda: gate)
-    deliveries, token = leased_batch(EndpointFactory(max_in_flight=4, last_success_at=timezone.now()), 10)
+    deliveries, token = leased_batch(
+        EndpointFactory.create(max_in_flight=4, last_success_at=timezone.now()), 10
+    )
 
     statuses = _run(deliveries, token)
 
@@ -259,7 +261,7 @@ def test_an_endpoint_never_yet_successful_gets_one_request_at_a_time(monkeypatch
     # given a new endpoint with four places: not known to answer at all yet
     gate = _Gate(opened=1)
     monkeypatch.setattr(outbound, "transport", lambda: gate)
-    endpoint = EndpointFactory(max_in_flight=4, last_success_at=None)
+    endpoint = EndpointFactory.create(max_in_flight=4, last_success_at=None)
     deliveries, token = leased_batch(endpoint, 3)
 
     statuses = _run(deliveries, token)
@@ -296,7 +298,7 @@ def _run_beside_others(
 
 def test_an_endpoint_not_yet_proven_has_one_request_in_flight_across_its_batches(monkeypatch):
     # given a new endpoint with four places, one request already in flight to it from another batch
-    endpoint = EndpointFactory(max_in_flight=4, last_success_at=None)
+    endpoint = EndpointFactory.create(max_in_flight=4, last_success_at=None)
     gate, statuses, deliveries = _run_beside_others(monkeypatch, endpoint, held=1, batch=3)
 
     # then this batch sent nothing: it waits in the endpoint's line, no attempt spent
@@ -307,7 +309,7 @@ def test_an_endpoint_not_yet_proven_has_one_request_in_flight_across_its_batches
 
 def test_a_batch_takes_only_the_places_left_free_under_the_cap(monkeypatch):
     # given an endpoint with four places, three of them held by other batches
-    endpoint = EndpointFactory(max_in_flight=4, last_success_at=timezone.now())
+    endpoint = EndpointFactory.create(max_in_flight=4, last_success_at=timezone.now())
     gate, statuses, _ = _run_beside_others(monkeypatch, endpoint, held=3, batch=5)
 
     # then the batch sent one request at a time, and gave its place back

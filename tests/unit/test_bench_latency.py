@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,8 +101,8 @@ def test_the_waiting_receivers_are_configured_only_with_the_echo_module(tmp_path
         nginx.wait_url(50, "/x")
 
 
-def _results(reference: float, spread: float, backlogged: float, delay: int) -> dict:
-    def runs(value: float) -> dict:
+def _results(reference: float, spread: float, backlogged: float, delay: int) -> dict[str, Any]:
+    def runs(value: float) -> dict[str, Any]:
         return {"median": {"deliveries_per_s": value}, "runs": [{"deliveries_per_s": value}]}
 
     return {

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from django.conf import settings as django_settings
@@ -28,7 +29,7 @@ FAIL, OK = breaker.Outcome.FAILURE, breaker.Outcome.SUCCESS
 
 
 @pytest.fixture
-def short(settings):  # type: ignore[no-untyped-def]
+def short(settings):
     """Cool-downs short enough to wait for: 0.3 s doubling up to 1.2 s."""
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0.3
     settings.HOOKPOST_BREAKER_MAX_COOLDOWN_SECONDS = 1.2
@@ -37,7 +38,7 @@ def short(settings):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def endpoint() -> Endpoint:
-    return EndpointFactory()
+    return EndpointFactory.create()
 
 
 def _row(endpoint: Endpoint) -> Endpoint:
@@ -198,7 +199,7 @@ def test_after_the_cooldown_exactly_one_probe_goes_out_and_its_success_closes(sh
 
 def test_a_failed_probe_reopens_with_a_doubled_cooldown_up_to_the_maximum(short, endpoint):
     # given an open circuit (0.3 s)
-    assert open_circuit(endpoint).cooldown_seconds == 0.3  # type: ignore[union-attr]
+    assert open_circuit(endpoint).cooldown_seconds == 0.3
     cooldowns = []
     for _ in range(3):
         # when each probe fails
@@ -242,8 +243,8 @@ def test_results_of_attempts_other_than_the_probe_change_nothing(short, endpoint
     assert breaker.record(endpoint, OK, probe="someone-else") is None
 
     # then only the probe decides
-    assert breaker.snapshot(endpoint).state == "half_open"  # type: ignore[union-attr]
-    assert breaker.record(endpoint, OK, probe=probe).to_state == "closed"  # type: ignore[union-attr]
+    assert breaker.snapshot(endpoint).state == "half_open"
+    assert breaker.record(endpoint, OK, probe=probe).to_state == "closed"
 
 
 def test_a_probe_whose_worker_died_is_replaced_after_its_lease(short, endpoint):
@@ -288,7 +289,7 @@ def test_transitions_are_sent_as_signals_for_metrics(short, endpoint):
 
     seen: list[tuple[str, str, str]] = []
 
-    def count(sender, **kwargs):  # type: ignore[no-untyped-def]
+    def count(sender, **kwargs):
         seen.append((kwargs["endpoint_uid"], kwargs["from_state"], kwargs["to_state"]))
 
     circuit_transitioned.connect(count)
@@ -335,7 +336,7 @@ def test_threads_racing_for_the_half_open_probe_exactly_one_wins():
     def race(n: int) -> None:
         barrier.wait()
         for i in range(10):
-            verdict = breaker._ADMIT([key], [f"t{n}-{i}", 10_000, 60])[0]  # type: ignore[index]
+            verdict = cast("list[Any]", breaker._ADMIT([key], [f"t{n}-{i}", 10_000, 60]))[0]
             with lock:
                 verdicts.append(verdict)
 

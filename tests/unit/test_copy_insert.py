@@ -20,7 +20,7 @@ from tests.factories import DeliveryFactory, EndpointFactory, MessageFactory
 pytestmark = pytest.mark.django_db
 
 
-def _attempts(delivery, count: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _attempts(delivery, count: int) -> list[dict[str, Any]]:
     return [
         {
             "delivery_id": delivery.pk,
@@ -39,7 +39,7 @@ def _attempts(delivery, count: int) -> list[dict[str, Any]]:  # type: ignore[no-
 
 
 def test_rows_written_by_copy_read_back_as_they_were_given():
-    delivery = DeliveryFactory()
+    delivery = DeliveryFactory.create()
     given = _attempts(delivery, COPY_MIN_ROWS)  # enough rows to go by COPY
 
     copy_insert(Attempt, given)
@@ -53,7 +53,7 @@ def test_rows_written_by_copy_read_back_as_they_were_given():
 
 
 def test_an_unknown_field_is_refused_before_anything_is_written():
-    delivery = DeliveryFactory()
+    delivery = DeliveryFactory.create()
     rows = _attempts(delivery, 2)
     rows[1]["delivery"] = delivery  # the relation's name, not its attname
 
@@ -62,13 +62,13 @@ def test_an_unknown_field_is_refused_before_anything_is_written():
     assert not Attempt.objects.filter(delivery=delivery).exists()
 
 
-def test_nothing_to_write_is_no_statement(django_assert_num_queries):  # type: ignore[no-untyped-def]
+def test_nothing_to_write_is_no_statement(django_assert_num_queries):
     with django_assert_num_queries(0):
         copy_insert(Attempt, [])
 
 
 def test_a_broken_constraint_is_djangos_integrity_error():
-    delivery = DeliveryFactory()
+    delivery = DeliveryFactory.create()
     rows = _attempts(delivery, COPY_MIN_ROWS)
     rows[-1]["number"] = rows[0]["number"]
 
@@ -79,7 +79,7 @@ def test_a_broken_constraint_is_djangos_integrity_error():
 
 @pytest.mark.parametrize("count", [COPY_MIN_ROWS - 1, COPY_MIN_ROWS, 30])
 def test_the_new_ids_come_back_in_the_order_of_the_rows(count):
-    delivery = DeliveryFactory()
+    delivery = DeliveryFactory.create()
     rows = _attempts(delivery, count)
 
     ids = copy_insert(Attempt, rows, return_ids=True)
@@ -93,13 +93,13 @@ def test_the_new_ids_come_back_in_the_order_of_the_rows(count):
 
 
 def test_an_auto_now_field_a_row_leaves_out_is_now():
-    message = MessageFactory()
+    message = MessageFactory.create()
     before = timezone.now()
     rows = [
         {
             "tenant_id": message.tenant_id,
             "message_id": message.pk,
-            "endpoint_id": EndpointFactory(tenant=message.tenant).pk,
+            "endpoint_id": EndpointFactory.create(tenant=message.tenant).pk,
             "event_type_id": message.event_type_id,
         }
         for _ in range(COPY_MIN_ROWS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.db import connection
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def transport(monkeypatch) -> ScriptedTransport:  # type: ignore[no-untyped-def]
+def transport(monkeypatch) -> ScriptedTransport:
     scripted = ScriptedTransport(200)
     monkeypatch.setattr(outbound, "transport", lambda: scripted)
     return scripted
@@ -72,12 +72,12 @@ def _hold_the_only_place(endpoint: Any, lease_seconds: float = 30) -> bulkhead.H
 
 
 def _delivery_to(endpoint: Any) -> Delivery:
-    return DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+    return DeliveryFactory.create(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
 
 
 def _delivery(**endpoint_fields: Any) -> Delivery:
-    endpoint = EndpointFactory(**endpoint_fields)
-    return DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+    endpoint = EndpointFactory.create(**endpoint_fields)
+    return DeliveryFactory.create(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
 
 
 def _assert_deferred_without_an_attempt(
@@ -113,9 +113,9 @@ def test_a_delivery_meeting_an_open_circuit_is_deferred_to_its_end_without_an_at
 
 def test_after_the_cooldown_one_delivery_probes_and_the_others_wait_for_it(settings, monkeypatch):
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0.2
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     deliveries = [
-        DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+        DeliveryFactory.create(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
         for _ in range(3)
     ]
     open_circuit(endpoint)
@@ -135,7 +135,7 @@ def test_after_the_cooldown_one_delivery_probes_and_the_others_wait_for_it(setti
     assert run(deliveries[0]) == "succeeded"
 
     assert others == ["deferred", "deferred"]
-    assert breaker.snapshot(endpoint).state == "closed"  # type: ignore[union-attr]
+    assert breaker.snapshot(endpoint).state == "closed"
 
 
 def test_a_full_endpoint_keeps_the_delivery_due_under_the_lines_lease(settings, transport, deferrals):
@@ -164,7 +164,7 @@ def test_a_full_endpoint_keeps_the_delivery_due_under_the_lines_lease(settings, 
 
 def test_the_batch_that_frees_a_place_sends_on_the_first_in_line(settings, transport, enqueued):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     waiting, other = _delivery_to(endpoint), _delivery_to(endpoint)
     held = _hold_the_only_place(endpoint)
     assert run(waiting) == "deferred"
@@ -182,7 +182,7 @@ def test_places_freed_together_send_on_as_many_waiting_batches_as_want_them(sett
     # given a proven endpoint with three places, all held, and four batches waiting in its
     # line: one of two deliveries, then three of one
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 3
-    endpoint = EndpointFactory(last_success_at=timezone.now())
+    endpoint = EndpointFactory.create(last_success_at=timezone.now())
     held = bulkhead.acquire(
         endpoint_uid=endpoint.uid, slow=False, lease_seconds=30, timeout_seconds=1, wanted=3
     )
@@ -209,7 +209,7 @@ def test_a_place_freed_before_the_batch_joined_the_line_sends_it_on_at_once(
     settings, transport, enqueued, monkeypatch
 ):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     waiting = _delivery_to(endpoint)
     held = _hold_the_only_place(endpoint)
     join = bulkhead.wait_in_line
@@ -231,20 +231,20 @@ def test_a_place_freed_before_the_batch_joined_the_line_sends_it_on_at_once(
 
 def test_joining_the_line_says_whether_a_place_is_free(settings):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 10
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="a", seconds=30) is True
     held = [_hold_the_only_place(endpoint) for _ in range(10)]
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="b", seconds=30) is False
     held[0].release()
     assert bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry="c", seconds=30) is True
-    line = shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1)
+    line = cast("list[bytes]", shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1))
     assert line == [b"a", b"b", b"c"]
 
 
 def test_a_place_given_back_on_a_rate_limit_refusal_goes_to_the_first_in_line(settings, transport, enqueued):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.HOOKPOST_RATE_LIMIT_BURST_SECONDS = 1
-    endpoint = EndpointFactory(rate_limit=1)
+    endpoint = EndpointFactory.create(rate_limit=1)
     waiting, other = _delivery_to(endpoint), _delivery_to(endpoint)
     held = _hold_the_only_place(endpoint)
     assert run(waiting) == "deferred"  # in line
@@ -265,7 +265,7 @@ def test_a_batch_for_a_full_endpoint_joins_its_line_before_anything_is_claimed(
 ):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 1
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     batch = [_delivery_to(endpoint) for _ in range(3)]
     elsewhere = _delivery_to(endpoint)  # in the task, but leased to someone else since
     dispatch_lease, ids = leases.new_token(), [d.pk for d in batch]
@@ -310,7 +310,7 @@ def test_a_batch_for_a_full_endpoint_joins_its_line_before_anything_is_claimed(
 @pytest.mark.parametrize("breaker_state", ["open", "slow"])
 def test_a_full_endpoint_whose_breaker_is_not_closed_is_left_to_the_breaker(settings, breaker_state):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     _hold_the_only_place(endpoint)  # a request hanging until its timeout
     assert bulkhead.place_wait(endpoint_uid=endpoint.uid) is not None
     fields = {"state": "open"} if breaker_state == "open" else {"state": "closed", "slow": 1}
@@ -337,7 +337,7 @@ def test_a_task_queued_before_tasks_named_their_endpoint_still_delivers(transpor
 
 def test_a_batch_for_an_endpoint_with_a_free_place_is_claimed_and_sent(settings, transport):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 2
-    endpoint = EndpointFactory(last_success_at=timezone.now())  # proven: its own cap, not one
+    endpoint = EndpointFactory.create(last_success_at=timezone.now())  # proven: its own cap, not one
     delivery = _delivery_to(endpoint)
     _hold_the_only_place(endpoint)  # one of two
     lease = leases.new_token()
@@ -352,7 +352,7 @@ def test_a_batch_for_an_endpoint_with_a_free_place_is_claimed_and_sent(settings,
 def test_a_lapsed_or_lost_line_ends_as_a_plain_deferral(settings, transport, enqueued):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
     settings.HOOKPOST_BULKHEAD_RETRY_SECONDS = 0.05
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     lapsed, lost, other = _delivery_to(endpoint), _delivery_to(endpoint), _delivery_to(endpoint)
     _hold_the_only_place(endpoint, lease_seconds=0.05)  # its holder died
     assert run(lapsed) == "deferred"
@@ -374,9 +374,9 @@ def test_a_lapsed_or_lost_line_ends_as_a_plain_deferral(settings, transport, enq
 
 def test_over_the_rate_limit_a_delivery_waits_for_its_reserved_slot(settings, transport, deferrals):
     settings.HOOKPOST_RATE_LIMIT_BURST_SECONDS = 1
-    endpoint = EndpointFactory(rate_limit=1)
+    endpoint = EndpointFactory.create(rate_limit=1)
     first, second = (
-        DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+        DeliveryFactory.create(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
         for _ in range(2)
     )
     assert run(first) == "succeeded"
@@ -394,8 +394,10 @@ def test_over_the_rate_limit_a_delivery_waits_for_its_reserved_slot(settings, tr
 def test_a_probe_refused_by_the_rate_limit_is_handed_back(settings, transport):
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 0.1
     settings.HOOKPOST_RATE_LIMIT_BURST_SECONDS = 1
-    endpoint = EndpointFactory(rate_limit=1)
-    delivery = DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+    endpoint = EndpointFactory.create(rate_limit=1)
+    delivery = DeliveryFactory.create(
+        endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant
+    )
     ratelimit.take(endpoint_uid=endpoint.uid, rate=1, delivery_uid="dlv_someone_else")  # the token is gone
     open_circuit(endpoint)
     time.sleep(0.15)
@@ -423,10 +425,10 @@ def test_an_internal_error_after_admission_hands_back_the_probe_and_the_place(se
 
 def test_attempts_are_counted_in_the_breaker_and_free_their_place(settings, monkeypatch):
     settings.HOOKPOST_ENDPOINT_MAX_IN_FLIGHT = 1
-    endpoint = EndpointFactory(retry_schedule=[1] * 10)
+    endpoint = EndpointFactory.create(retry_schedule=[1] * 10)
     monkeypatch.setattr(outbound, "transport", lambda: ScriptedTransport(503))
     deliveries = [
-        DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+        DeliveryFactory.create(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
         for _ in range(6)
     ]
 
@@ -434,7 +436,7 @@ def test_attempts_are_counted_in_the_breaker_and_free_their_place(settings, monk
 
     # five 503s open the circuit; the sixth delivery is deferred, not sent
     assert outcomes == ["failed"] * 5 + ["deferred"]
-    assert breaker.snapshot(endpoint).state == "open"  # type: ignore[union-attr]
+    assert breaker.snapshot(endpoint).state == "open"
     assert bulkhead.in_flight(endpoint_uid=endpoint.uid) == 0
     row = endpoint.__class__.objects.get(pk=endpoint.pk)
     assert (row.circuit_state, row.consecutive_failures) == ("open", 5)
@@ -442,10 +444,10 @@ def test_attempts_are_counted_in_the_breaker_and_free_their_place(settings, monk
 
 
 def test_an_endpoint_that_stays_full_keeps_only_the_newest_of_its_line():
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     for n in range(bulkhead._LINE_MAX + 5):
         bulkhead.wait_in_line(endpoint_uid=endpoint.uid, entry=str(n), seconds=30)
 
-    line = shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1)
+    line = cast("list[bytes]", shared_state.client().lrange(shared_state.key("waiting", endpoint.uid), 0, -1))
 
     assert [int(entry) for entry in line] == list(range(5, bulkhead._LINE_MAX + 5))

@@ -34,8 +34,8 @@ def _raw() -> dict[int, str]:
         return dict(cursor.fetchall())
 
 
-def _endpoint(url: str = "https://receiver.example.com/hook"):  # type: ignore[no-untyped-def]
-    return services.endpoint_create(tenant=TenantFactory(), url=url)
+def _endpoint(url: str = "https://receiver.example.com/hook"):
+    return services.endpoint_create(tenant=TenantFactory.create(), url=url)
 
 
 def test_with_a_key_the_column_holds_no_plaintext_and_reads_give_it_back(settings):
@@ -58,7 +58,7 @@ def test_signatures_made_with_encrypted_secrets_verify_with_standardwebhooks(set
     settings.HOOKPOST_ENCRYPTION_KEY = KEY_A
     settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = []
     created = _endpoint()
-    event_type = EventTypeFactory(name="invoice.paid")
+    event_type = EventTypeFactory.create(name="invoice.paid")
     published = message_publish(
         tenant=created.endpoint.tenant, new=NewMessage(event_type=event_type.name, payload={"amount": 1})
     )

@@ -38,9 +38,9 @@ def test_redaction_hides_signatures_and_credentials():
 
 @pytest.mark.django_db
 def test_request_body_is_the_envelope_and_is_signed_as_sent():
-    tenant = TenantFactory()
-    event_type = EventTypeFactory(name="order.created")
-    endpoint = EndpointFactory(tenant=tenant, headers={"X-Custom": "1"})
+    tenant = TenantFactory.create()
+    event_type = EventTypeFactory.create(name="order.created")
+    endpoint = EndpointFactory.create(tenant=tenant, headers={"X-Custom": "1"})
     published = message_publish(
         tenant=tenant, new=NewMessage(event_type="order.created", payload={"id": 7, "name": "Zoë"})
     )
@@ -95,7 +95,7 @@ def test_a_reply_the_database_refuses_is_recorded_without_it_and_not_charged(
     # given a receiver whose answer cannot be stored as it is
     transport = _Answering(TransportResult(status=status, headers=headers, body=b"x", connected=True))
     monkeypatch.setattr(outbound, "transport", lambda: transport)
-    (delivery,), token = leased_batch(EndpointFactory(retry_schedule=[60]), 1)
+    (delivery,), token = leased_batch(EndpointFactory.create(retry_schedule=[60]), 1)
 
     # when the engine runs it
     statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=token)
@@ -117,7 +117,7 @@ def test_one_unstorable_reply_in_a_batch_costs_the_others_nothing(monkeypatch, h
     bad = TransportResult(status=200, headers=headers, body=b"bad", connected=True)
     transport = _Answering(fine, bad, fine)
     monkeypatch.setattr(outbound, "transport", lambda: transport)
-    deliveries, token = leased_batch(EndpointFactory(), 3)
+    deliveries, token = leased_batch(EndpointFactory.create(), 3)
 
     # when the engine runs the batch
     statuses = engine.delivery_run_batch(delivery_ids=[d.pk for d in deliveries], token=token)
@@ -134,7 +134,9 @@ def test_one_unstorable_reply_in_a_batch_costs_the_others_nothing(monkeypatch, h
 def test_a_stored_header_http_cannot_carry_is_a_recorded_refusal_not_an_internal_error(settings):
     # given an endpoint row from before the header rules, with a value beyond Latin-1
     settings.HOOKPOST_ALLOWED_TARGET_NETWORKS = ["127.0.0.0/8"]
-    endpoint = EndpointFactory(url="http://127.0.0.1:9/hook", retry_schedule=[60], headers={"X-Emoji": "😀"})
+    endpoint = EndpointFactory.create(
+        url="http://127.0.0.1:9/hook", retry_schedule=[60], headers={"X-Emoji": "😀"}
+    )
     (delivery,), token = leased_batch(endpoint, 1)
 
     # when the engine runs it through the real transport

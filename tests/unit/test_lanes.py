@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _due(endpoint: Endpoint, attempts: int = 0) -> Delivery:
-    return DeliveryFactory(
+    return DeliveryFactory.create(
         endpoint=endpoint,
         tenant=endpoint.tenant,
         message__tenant=endpoint.tenant,
@@ -32,10 +32,10 @@ def _due(endpoint: Endpoint, attempts: int = 0) -> Delivery:
 @pytest.fixture
 def endpoints() -> dict[str, Endpoint]:
     return {
-        "healthy": EndpointFactory(last_success_at=timezone.now()),
-        "failing": EndpointFactory(consecutive_failures=3, last_success_at=timezone.now()),
-        "open": EndpointFactory(circuit_state="open", last_success_at=timezone.now()),
-        "unproven": EndpointFactory(),  # never answered 2xx: may hang on its first attempt
+        "healthy": EndpointFactory.create(last_success_at=timezone.now()),
+        "failing": EndpointFactory.create(consecutive_failures=3, last_success_at=timezone.now()),
+        "open": EndpointFactory.create(circuit_state="open", last_success_at=timezone.now()),
+        "unproven": EndpointFactory.create(),  # never answered 2xx: may hang on its first attempt
     }
 
 

@@ -30,8 +30,8 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 @pytest.mark.django_db
 def test_api_requests_and_backlog_are_counted(api, client, tenant, event_type):
-    EndpointFactory(tenant=tenant)
-    EndpointFactory(tenant=tenant, circuit_state="open")
+    EndpointFactory.create(tenant=tenant)
+    EndpointFactory.create(tenant=tenant, circuit_state="open")
     route = "api/v1/tenants/<str:uid>/messages/"
     before = _value(
         client.get("/metrics").content.decode(),

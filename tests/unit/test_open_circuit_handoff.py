@@ -35,7 +35,7 @@ def queued(monkeypatch) -> list[tuple[str | None, list[int]]]:
 def _handed_off(endpoint: Endpoint, count: int = 2) -> tuple[list[Delivery], str]:
     """``count`` due deliveries for ``endpoint`` under one dispatch lease, as the scheduler leaves them."""
     deliveries = [
-        DeliveryFactory(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
+        DeliveryFactory.create(endpoint=endpoint, tenant=endpoint.tenant, message__tenant=endpoint.tenant)
         for _ in range(count)
     ]
     token = dispatch(deliveries[0])
@@ -56,7 +56,7 @@ def test_retry_lane_work_for_an_open_circuit_is_deferred_to_the_cool_downs_end_w
 ):
     # given an endpoint whose circuit just opened (30 s cool-down) and one that is only failing
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 30
-    down, failing = EndpointFactory(), EndpointFactory()
+    down, failing = EndpointFactory.create(), EndpointFactory.create()
     open_circuit(down)
     held, token = _handed_off(down)
     other, other_token = _handed_off(failing)
@@ -80,7 +80,7 @@ def test_retry_lane_work_for_an_open_circuit_is_deferred_to_the_cool_downs_end_w
 def test_first_lane_work_is_queued_whatever_the_breaker_says(queued):
     # (the first lane only gets endpoints whose mirror says closed; the worker's admission
     # decides if Redis knows better)
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     open_circuit(endpoint)
     deliveries, token = _handed_off(endpoint)
 
@@ -90,10 +90,10 @@ def test_first_lane_work_is_queued_whatever_the_breaker_says(queued):
 
 
 def test_a_circuit_whose_cool_down_has_ended_is_queued_for_its_probe(queued):
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     open_circuit(endpoint)
     state = shared_state.key("breaker", endpoint.uid)
-    shared_state.client().hset(state, "open_until", 1)  # long past
+    shared_state.client().hset(state, "open_until", "1")  # long past
     deliveries, token = _handed_off(endpoint)
 
     tasks.enqueue(_ids(deliveries), token, Lane.RETRY)
@@ -103,7 +103,7 @@ def test_a_circuit_whose_cool_down_has_ended_is_queued_for_its_probe(queued):
 
 
 def test_deliveries_someone_else_holds_are_left_as_they_are(queued):
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     open_circuit(endpoint)
     deliveries, token = _handed_off(endpoint)
     taken = deliveries[1]
@@ -119,7 +119,7 @@ def test_deliveries_someone_else_holds_are_left_as_they_are(queued):
 
 
 def test_without_redis_the_work_is_queued_for_the_workers_to_decide(queued, monkeypatch):
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     open_circuit(endpoint)
     deliveries, token = _handed_off(endpoint)
 
@@ -133,7 +133,7 @@ def test_without_redis_the_work_is_queued_for_the_workers_to_decide(queued, monk
 
 
 def test_a_deferral_that_fails_queues_the_batch_instead(queued, monkeypatch):
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     open_circuit(endpoint)
     deliveries, token = _handed_off(endpoint)
 
@@ -149,12 +149,12 @@ def test_a_deferral_that_fails_queues_the_batch_instead(queued, monkeypatch):
 
 def test_cooling_down_names_only_open_circuits_with_time_left(settings):
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 30
-    opened, closed, unknown = EndpointFactory(), EndpointFactory(), "ep_never_seen"
+    opened, closed, unknown = EndpointFactory.create(), EndpointFactory.create(), "ep_never_seen"
     open_circuit(opened)
     open_circuit(closed, failures=2)  # below the threshold: still closed
-    probing = EndpointFactory()
+    probing = EndpointFactory.create()
     open_circuit(probing)
-    shared_state.client().hset(shared_state.key("breaker", probing.uid), "open_until", 1)
+    shared_state.client().hset(shared_state.key("breaker", probing.uid), "open_until", "1")
     assert breaker.admit(probing, probe_lease_seconds=5).probe  # now half-open, its probe out
 
     left = breaker.cooling_down([opened.uid, closed.uid, unknown, probing.uid, opened.uid])
@@ -169,12 +169,12 @@ def test_cooling_down_names_only_open_circuits_with_time_left(settings):
 
 def test_one_hand_off_defers_every_open_endpoints_batch_together(settings, queued):
     settings.HOOKPOST_BREAKER_COOLDOWN_SECONDS = 30
-    first, second = EndpointFactory(), EndpointFactory()
+    first, second = EndpointFactory.create(), EndpointFactory.create()
     open_circuit(first)
     open_circuit(second)
     one, token = _handed_off(first)
     two = [
-        DeliveryFactory(endpoint=second, tenant=second.tenant, message__tenant=second.tenant)
+        DeliveryFactory.create(endpoint=second, tenant=second.tenant, message__tenant=second.tenant)
         for _ in range(2)
     ]
     Delivery.objects.filter(pk__in=_ids(two)).update(
@@ -188,7 +188,7 @@ def test_one_hand_off_defers_every_open_endpoints_batch_together(settings, queue
 
 
 def test_a_disabled_endpoints_work_is_queued_for_the_worker_to_skip(queued):
-    endpoint = EndpointFactory()
+    endpoint = EndpointFactory.create()
     open_circuit(endpoint)
     Endpoint.objects.filter(pk=endpoint.pk).update(enabled=False)
     deliveries, token = _handed_off(endpoint)

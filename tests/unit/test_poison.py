@@ -5,6 +5,7 @@ never crash-loop a worker. And a claim that fails changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.factories import DeliveryFactory
 pytestmark = pytest.mark.django_db
 
 
-def _row(delivery: Delivery) -> dict[str, Any]:
+def _row(delivery: Delivery) -> Mapping[str, Any]:
     return Delivery.objects.filter(pk=delivery.pk).values().get()
 
 
@@ -37,7 +38,7 @@ def _dispatch(delivery: Delivery) -> str:
 
 @pytest.fixture
 def delivery() -> Delivery:
-    return DeliveryFactory(status=Delivery.Status.PENDING, next_attempt_at=timezone.now())
+    return DeliveryFactory.create(status=Delivery.Status.PENDING, next_attempt_at=timezone.now())
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -25,7 +26,7 @@ def test_cache_round_trips_a_value_through_redis() -> None:
         assert cache.get(key) == value
         # The value really is in Redis, under the cache's prefixed key.
         assert client.exists(cache.make_key(key)) == 1
-        assert 0 < client.ttl(cache.make_key(key)) <= 30
+        assert 0 < cast(int, client.ttl(cache.make_key(key))) <= 30
     finally:
         cache.delete(key)
         client.close()

@@ -107,7 +107,7 @@ def test_the_worst_of_it_is_stored_by_postgresql() -> None:
 
     # when it is stored as an attempt's reply
     attempt = Attempt.objects.create(
-        delivery=DeliveryFactory(),
+        delivery=DeliveryFactory.create(),
         number=1,
         response_status=200,
         response_body=reply.excerpt(body, limit=4096),

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.django_db
 
 def _delivery(tenant, endpoint, *, age_days: float, status: str, attempts: int = 1) -> Delivery:
     created = timezone.now() - timedelta(days=age_days)
-    message = MessageFactory(tenant=tenant, created_at=created)
-    delivery = DeliveryFactory(message=message, endpoint=endpoint, status=status, created_at=created)
+    message = MessageFactory.create(tenant=tenant, created_at=created)
+    delivery = DeliveryFactory.create(message=message, endpoint=endpoint, status=status, created_at=created)
     for number in range(1, attempts + 1):
         Attempt.objects.create(delivery=delivery, number=number, started_at=created)
     return delivery
@@ -25,8 +25,8 @@ def _delivery(tenant, endpoint, *, age_days: float, status: str, attempts: int =
 
 def test_old_history_is_purged_and_recent_and_dead_letters_are_kept(settings):
     settings.HOOKPOST_DEAD_LETTER_RETENTION_DAYS = 90
-    tenant = TenantFactory(retention_days=30)
-    endpoint = EndpointFactory(tenant=tenant)
+    tenant = TenantFactory.create(retention_days=30)
+    endpoint = EndpointFactory.create(tenant=tenant)
     old_ok = _delivery(tenant, endpoint, age_days=31, status="succeeded", attempts=2)
     old_skipped = _delivery(tenant, endpoint, age_days=40, status="skipped", attempts=0)
     recent_ok = _delivery(tenant, endpoint, age_days=29, status="succeeded")
@@ -47,10 +47,10 @@ def test_old_history_is_purged_and_recent_and_dead_letters_are_kept(settings):
 
 
 def test_each_tenant_keeps_its_own_retention():
-    short = TenantFactory(retention_days=7)
-    long = TenantFactory(retention_days=365)
-    short_old = _delivery(short, EndpointFactory(tenant=short), age_days=10, status="succeeded")
-    long_old = _delivery(long, EndpointFactory(tenant=long), age_days=100, status="succeeded")
+    short = TenantFactory.create(retention_days=7)
+    long = TenantFactory.create(retention_days=365)
+    short_old = _delivery(short, EndpointFactory.create(tenant=short), age_days=10, status="succeeded")
+    long_old = _delivery(long, EndpointFactory.create(tenant=long), age_days=100, status="succeeded")
 
     purge_expired()
 
@@ -59,10 +59,14 @@ def test_each_tenant_keeps_its_own_retention():
 
 
 def test_message_with_a_delivery_left_is_kept():
-    tenant = TenantFactory(retention_days=30)
-    message = MessageFactory(tenant=tenant, created_at=timezone.now() - timedelta(days=50))
-    kept = DeliveryFactory(message=message, endpoint=EndpointFactory(tenant=tenant), status="dead")
-    purged = DeliveryFactory(message=message, endpoint=EndpointFactory(tenant=tenant), status="succeeded")
+    tenant = TenantFactory.create(retention_days=30)
+    message = MessageFactory.create(tenant=tenant, created_at=timezone.now() - timedelta(days=50))
+    kept = DeliveryFactory.create(
+        message=message, endpoint=EndpointFactory.create(tenant=tenant), status="dead"
+    )
+    purged = DeliveryFactory.create(
+        message=message, endpoint=EndpointFactory.create(tenant=tenant), status="succeeded"
+    )
     Delivery.objects.filter(pk__in=[kept.pk, purged.pk]).update(created_at=message.created_at)
 
     purge_expired()

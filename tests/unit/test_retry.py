@@ -174,7 +174,7 @@ def test_a_429_with_any_retry_after_is_one_recorded_attempt_and_a_retry(monkeypa
     # given an endpoint on a 60 s schedule whose receiver answers 429 with this Retry-After
     transport = _Answering429(retry_after)
     monkeypatch.setattr(outbound, "transport", lambda: transport)
-    (delivery,), token = leased_batch(EndpointFactory(retry_schedule=[60]), 1)
+    (delivery,), token = leased_batch(EndpointFactory.create(retry_schedule=[60]), 1)
 
     # when the engine runs it
     statuses = engine.delivery_run_batch(delivery_ids=[delivery.pk], token=token)

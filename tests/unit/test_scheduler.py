@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -55,12 +55,14 @@ class Recorder:
 @pytest.fixture
 def make_due() -> Callable[..., Delivery]:
     """``make_due(**fields)``: a delivery of one endpoint, due a second ago unless told otherwise."""
-    tenant = TenantFactory()
-    endpoint = EndpointFactory(tenant=tenant, last_success_at=timezone.now())  # proven: first lane
+    tenant = TenantFactory.create()
+    endpoint = EndpointFactory.create(tenant=tenant, last_success_at=timezone.now())  # proven: first lane
 
     def make(**fields: Any) -> Delivery:
         fields.setdefault("next_attempt_at", timezone.now() - timedelta(seconds=1))
-        return DeliveryFactory(message=MessageFactory(tenant=tenant), endpoint=endpoint, **fields)
+        return DeliveryFactory.create(
+            message=MessageFactory.create(tenant=tenant), endpoint=endpoint, **fields
+        )
 
     return make
 
@@ -360,7 +362,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Any:
 def _queued(client: redis.Redis, queue: str) -> list[tuple[str, list[Any], str]]:
     """(task name, args, routing key) of each message waiting in ``queue``, oldest first."""
     out = []
-    for raw in reversed(client.lrange(queue, 0, -1)):  # kombu LPUSHes and BRPOPs
+    for raw in reversed(cast("list[bytes]", client.lrange(queue, 0, -1))):  # kombu LPUSHes and BRPOPs
         message = json.loads(raw)
         args, _, _ = json.loads(base64.b64decode(message["body"]))
         out.append((message["headers"]["task"], args, message["properties"]["delivery_info"]["routing_key"]))
@@ -371,7 +373,7 @@ def _kwargs(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
     """The keyword arguments of each task waiting in ``queue``, oldest first."""
     return [
         json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
-        for raw in reversed(client.lrange(queue, 0, -1))
+        for raw in reversed(cast("list[bytes]", client.lrange(queue, 0, -1)))
     ]
 
 
@@ -446,8 +448,10 @@ def test_hand_offs_look_at_the_retry_queues_depth_at_most_twice_a_second(broker,
         return read(names)
 
     monkeypatch.setattr(tasks, "_read_queue_depths", counted)
-    endpoint = EndpointFactory()  # never yet successful: its work takes the retry lane
-    first, second = (DeliveryFactory(endpoint=endpoint, next_attempt_at=timezone.now()) for _ in range(2))
+    endpoint = EndpointFactory.create()  # never yet successful: its work takes the retry lane
+    first, second = (
+        DeliveryFactory.create(endpoint=endpoint, next_attempt_at=timezone.now()) for _ in range(2)
+    )
 
     # when two hand-offs of retry-lane work follow each other
     tasks.enqueue_fresh([first.pk], None)
@@ -523,7 +527,7 @@ def test_fresh_retry_lane_work_finding_the_retry_queue_full_is_left_to_the_sched
     settings.HOOKPOST_DELIVERY_BATCH_SIZE = 1
     tasks.enqueue([91, 92], "older", Lane.RETRY, {91: "ep_a", 92: "ep_b"})
     proven = make_due()
-    unproven = DeliveryFactory(endpoint=EndpointFactory(), next_attempt_at=timezone.now())
+    unproven = DeliveryFactory.create(endpoint=EndpointFactory.create(), next_attempt_at=timezone.now())
     token = "ingest-token"
     lease_end = timezone.now() + timedelta(seconds=120)
     Delivery.objects.filter(pk__in=[proven.pk, unproven.pk]).update(
@@ -554,10 +558,10 @@ def test_ingest_hands_each_delivery_over_with_its_lane_none_read_back_nor_rewrit
     # lane) and one never yet successful (retry lane)
     settings.HOOKPOST_QUEUE_TARGET_DEPTH = 2
     tasks.enqueue([91, 92], "older", Lane.RETRY, {91: "ep_a", 92: "ep_b"})
-    tenant = TenantFactory()
-    event_type = EventTypeFactory()
-    proven = EndpointFactory(tenant=tenant, last_success_at=timezone.now())
-    unproven = EndpointFactory(tenant=tenant)
+    tenant = TenantFactory.create()
+    event_type = EventTypeFactory.create()
+    proven = EndpointFactory.create(tenant=tenant, last_success_at=timezone.now())
+    unproven = EndpointFactory.create(tenant=tenant)
     batch = [NewMessage(event_type=event_type.name, payload={"n": n}) for n in range(2)]
     handed: list[tuple[list[int], str | None, Any]] = []
     touched: list[str] = []

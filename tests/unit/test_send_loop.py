@@ -18,7 +18,12 @@ async def _sent() -> None:
 def _has_room(timeout: float = 0.3) -> bool:
     """Whether ``wait_for_room`` returns within ``timeout`` s (it is waited for in a thread)."""
     returned = threading.Event()
-    waiter = threading.Thread(target=lambda: (send_loop.wait_for_room(), returned.set()), daemon=True)
+
+    def wait() -> None:
+        send_loop.wait_for_room()
+        returned.set()
+
+    waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
     return returned.wait(timeout)
 

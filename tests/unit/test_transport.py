@@ -81,7 +81,7 @@ def _read_request(conn: socket.socket) -> bytes:
     return head
 
 
-def _send(transport: Transport, url: str, timeout: float = 2.0):  # type: ignore[no-untyped-def]
+def _send(transport: Transport, url: str, timeout: float = 2.0):
     return transport.send(url, {"Content-Type": "application/json"}, b'{"a":1}', timeout=timeout)
 
 
