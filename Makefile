@@ -28,10 +28,13 @@ browser-deps: install
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || exit 1; \
 	fi
 
-## Run the whole suite against the real PostgreSQL and Redis of this machine.
+## Run the whole suite against the real PostgreSQL and Redis of this machine, in
+## PYTEST_WORKERS processes (pytest-xdist): the tests that start processes run one
+## after another in one of them (tests/conftest.py), the others share the rest.
+PYTEST_WORKERS ?= 2
 test: install services browser-deps bench-deps
 	@# pytest exits 5 when it collected nothing; make fails on it like any error.
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

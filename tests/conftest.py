@@ -15,6 +15,18 @@ from webhooks.models import ApiKey, EventType, Tenant
 # Samples the suite's PostgreSQL connections and fails a run that exceeds its budget.
 pytest_plugins = ["tests.pg_budget"]
 
+# Tests that start processes (workers, servers, browsers, the bench) run one after
+# another in one xdist worker, as without xdist: their bounds on time and connections
+# assume the machine is theirs. The other tests share the other worker(s).
+PROCESS_TEST_DIRS = ("e2e", "bench", "browser")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the group into the node id
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name in PROCESS_TEST_DIRS:
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
 
 @dataclass
 class KeyedClient:

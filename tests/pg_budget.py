@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psycopg
@@ -32,7 +33,7 @@ class Peak:
 class ConnectionSampler(threading.Thread):
     """Samples the backends on ``patterns`` (LIKE) until stopped; keeps the peak."""
 
-    def __init__(self, conninfo: dict[str, object], patterns: list[str]) -> None:
+    def __init__(self, conninfo: Mapping[str, object], patterns: list[str]) -> None:
         super().__init__(name="pg-connection-budget", daemon=True)
         self.conninfo = conninfo
         self.patterns = patterns

@@ -11,12 +11,25 @@ os.environ.setdefault("HOOKPOST_DOTENV", "")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hookpost")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# Under pytest-xdist (make test) each worker process takes a Redis database of its own,
+# counting down from the one above: the broker, caches and breaker states of tests
+# running at once never mix. Its subprocesses inherit the result (and the mark that
+# keeps them from counting down again).
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_redis_base, _, _redis_db = os.environ["REDIS_URL"].rpartition("/")
+if (
+    _xdist_worker.startswith("gw")
+    and _redis_db.isdigit()
+    and os.environ.get("HOOKPOST_TEST_REDIS_OF") != _xdist_worker
+):
+    os.environ["REDIS_URL"] = f"{_redis_base}/{int(_redis_db) - int(_xdist_worker[2:])}"
+    os.environ["HOOKPOST_TEST_REDIS_OF"] = _xdist_worker
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 # Secrets are encrypted at rest in the suite as in production; subprocesses
 # (workers, servers) inherit the same key through os.environ.
 os.environ.setdefault("HOOKPOST_ENCRYPTION_KEY", "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTAxMjM0NTY=")
 
-from config.settings import *  # noqa: F403
+from config.settings import *  # noqa: E402, F403  (after the environment above)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.django_db(transaction=True)
-def test_ticks_log_nothing_until_one_hands_out_a_delivery(make_worker) -> None:  # type: ignore[no-untyped-def]
+def test_ticks_log_nothing_until_one_hands_out_a_delivery(make_worker) -> None:
     worker = make_worker(concurrency=2)  # with the embedded beat (-B), at INFO
     endpoint = EndpointFactory(url="http://127.0.0.1:9/hook")  # refused: the attempt fails fast
 
