@@ -5,6 +5,9 @@ nginx with its echo module, Celery workers, gunicorn, the django-webhook venv,
 the aiohttp reference sender), writes the report
 into a temporary directory (never docs/), and checks that the ledger lost
 nothing. Figures are not asserted: timing belongs to ``make bench``, not tests.
+
+The benchmark runs in a process group of its own that is stopped, with all it
+started, however the test ends.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from bench.env import ROOT, which
+from tests.e2e.processes import process_group
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(which("nginx") is None, reason="nginx is not installed (make bench-deps)"),
 ]
+
+TIMEOUT_SECONDS = 480
 
 
 def _smoke_database_url() -> str:
@@ -37,29 +43,22 @@ def _smoke_database_url() -> str:
 
 def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--smoke",
-            "--profile",
-            "--out",
-            str(out),
-            "--workdir",
-            str(tmp_path / "work"),
-            "--database-url",
-            _smoke_database_url(),
-            "--redis-url",
-            os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=480,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = tmp_path / "bench.log"
+    command = [
+        sys.executable, "-m", "bench", "--smoke", "--profile",
+        "--out", str(out),
+        "--workdir", str(tmp_path / "work"),
+        "--database-url", _smoke_database_url(),
+        "--redis-url", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12"),
+    ]  # fmt: skip
+    # On any exit, SIGTERM lets the benchmark stop what it started; a minute later SIGKILL
+    # goes to its group, and its own watchdog stops the rest.
+    with process_group(command, cwd=ROOT, env=os.environ, log=log, grace=60) as proc:
+        try:
+            returncode = proc.wait(TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the smoke run took over {TIMEOUT_SECONDS} s:\n{log.read_text()[-3000:]}")
+    assert returncode == 0, log.read_text()[-6000:]
     data = json.loads((out / "benchmarks.json").read_text())
     assert data["ledger"]["ok"] and data["ledger"]["totals"]["lost"] == 0, data["ledger"]
     assert data["ledger"]["totals"]["expected"] > 0

@@ -9,12 +9,12 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from bench import process_groups
 from tests.e2e.private_redis import free_port
 from tests.e2e.processes import process_group, stop_group
 
@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _copy_checkout(target: Path) -> None:
     """The working tree as a clean clone would have it, sharing the installed venv."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+    listed = process_groups.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, timeout=60)
+    listed.check_returncode()
+    files = listed.stdout.split()
     for name in files:
         source = ROOT / name
         if source.is_file():

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from bench import process_groups
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 START = (
     "import django; from django.conf import settings; django.setup(); "
@@ -24,14 +26,7 @@ START = (
 def start(**env: str) -> subprocess.CompletedProcess[str]:
     """Run ``django.setup()`` with ``config.settings`` and only ``env`` set."""
     clean = {"PATH": os.defpath, "DJANGO_SETTINGS_MODULE": "config.settings", **env}
-    return subprocess.run(
-        [sys.executable, "-c", START],
-        cwd=PROJECT_DIR,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return process_groups.run([sys.executable, "-c", START], cwd=PROJECT_DIR, env=clean, timeout=60)
 
 
 def test_production_without_secret_key_refuses_to_start() -> None:
