@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint schema services clean bench bench-quick bench-deps browser-deps
+.PHONY: install run test lint schema services clean bench bench-quick bench-deps bench-djw browser-deps
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,7 @@ browser-deps: install
 	fi
 
 ## Run the whole suite against the real PostgreSQL and Redis of this machine.
-test: install services browser-deps bench-deps
+test: install services browser-deps bench-deps bench-djw
 	@# pytest exits 5 when it collected nothing; make fails on it like any error.
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -74,8 +74,7 @@ clean:
 
 ## Benchmarks (docs/BENCHMARKS.md): its own database hookpost_bench and Redis DB 12.
 ## bench-deps installs nginx (the cheap receiver) and its echo module (receivers that
-## wait D ms: echo_sleep) from Debian, non-interactively; the django-webhook baseline's
-## virtualenv is made by the benchmark in var/bench/.
+## wait D ms: echo_sleep) from Debian, non-interactively.
 BENCH_ARGS ?=
 NGINX_ECHO_MODULE ?= /usr/lib/nginx/modules/ngx_http_echo_module.so
 bench-deps:
@@ -85,8 +84,19 @@ bench-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 	    nginx-light libnginx-mod-http-echo; }
 
-bench: install services bench-deps
+## bench-djw builds the django-webhook baseline's virtualenv from PyPI, here and never
+## inside the benchmark or a test (they run without the baseline when it is missing).
+DJW_VENV ?= var/bench/djw-venv
+DJW_REQUIREMENTS := bench/djw_project/requirements.txt
+bench-djw: $(DJW_VENV)/.installed
+
+$(DJW_VENV)/.installed: $(DJW_REQUIREMENTS)
+	$(PYTHON) -m venv --clear $(DJW_VENV)
+	$(DJW_VENV)/bin/pip install --quiet -r $(DJW_REQUIREMENTS)
+	cp $(DJW_REQUIREMENTS) $@
+
+bench: install services bench-deps bench-djw
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-quick: install services bench-deps
+bench-quick: install services bench-deps bench-djw
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)

@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         "--isolation-pairs", type=int, help="how many isolation pairs to run (default: the mode's)"
     )
     args = parser.parse_args(argv)
+    djw_runs = not args.skip_djw and (args.only is None or "django-webhook" in args.only)
+    if djw_runs and baselines.djw_python() is None:
+        parser.error(baselines.DJW_MISSING)
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     sizes = MODES[mode_name]
     if args.isolation_pairs:
