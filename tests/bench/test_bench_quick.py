@@ -79,9 +79,10 @@ def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
     # isolation ran as pairs, each "with" run over its own "without" run
     assert len(data["isolation_pairs"]) == 1 and data["isolation_pairs"][0]["throughput_ratio"] > 0
     assert "Isolation is measured in 1 pair," in (out / "BENCHMARKS.md").read_text()
-    # and each of its runs was metered: whose CPU it used, by process group
+    # and each of its runs was metered: whose CPU it used, by process group (the figures are
+    # the machine's; tests/unit/test_bench_cpu.py tests the accounting)
     assert set(data["isolation_cpu"]) == {"without", "with", "without latency", "with latency"}
-    assert all(shares[0]["first-lane workers"] > 0 for shares in data["isolation_cpu"].values())
+    assert all("first-lane workers" in shares[0] for shares in data["isolation_cpu"].values())
     assert "CPU during the isolation runs" in (out / "BENCHMARKS.md").read_text()
     # the backlog run wrote its pending rows and sampled the worker's memory while it worked
     backlog = data["backlog"]
@@ -95,7 +96,7 @@ def test_smoke_run_loses_nothing_and_writes_the_report(tmp_path: Path) -> None:
             (run,) = node[kind]["runs"]
             assert run["deliveries_per_s"] > 0 and run["lost"] == 0, (delay, kind, run)
             assert run["max_open"] >= 1, (delay, kind, run)
-        assert node["reference"]["runs"][0]["cpu_sender"] > 0 and node["reference"]["runs"][0]["failed"] == 0
+        assert "cpu_sender" in node["reference"]["runs"][0] and node["reference"]["runs"][0]["failed"] == 0
         assert data["ratios"][f"latency{delay}_over_reference"] > 0
         assert data["ratios"][f"latency{delay}_backlog_over_cap"] > 0
     assert data["verdicts"]["latency200_backlog_over_cap"] in {"met", "NOT met"}
