@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck schema services clean bench bench-quick bench-deps browser-deps
+.PHONY: install run test lint typecheck schema services clean bench bench-quick bench-deps bench-djw browser-deps
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,7 @@ browser-deps: install
 ## PYTEST_WORKERS processes (pytest-xdist): the tests that start processes run one
 ## after another in one of them (tests/conftest.py), the others share the rest.
 PYTEST_WORKERS ?= 2
-test: install services browser-deps bench-deps
+test: install services browser-deps bench-deps bench-djw
 	@# pytest exits 5 when it collected nothing; make fails on it like any error.
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
@@ -89,8 +89,7 @@ clean:
 
 ## Benchmarks (docs/BENCHMARKS.md): its own database hookpost_bench and Redis DB 12.
 ## bench-deps installs nginx (the cheap receiver) and its echo module (receivers that
-## wait D ms: echo_sleep) from Debian, non-interactively; the django-webhook baseline's
-## virtualenv is made by the benchmark in var/bench/.
+## wait D ms: echo_sleep) from Debian, non-interactively.
 BENCH_ARGS ?=
 NGINX_ECHO_MODULE ?= /usr/lib/nginx/modules/ngx_http_echo_module.so
 bench-deps:
@@ -100,8 +99,19 @@ bench-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 	    nginx-light libnginx-mod-http-echo; }
 
-bench: install services bench-deps
+## bench-djw builds the django-webhook baseline's virtualenv from PyPI, here and never
+## inside the benchmark or a test (they run without the baseline when it is missing).
+DJW_VENV ?= var/bench/djw-venv
+DJW_REQUIREMENTS := bench/djw_project/requirements.txt
+bench-djw: $(DJW_VENV)/.installed
+
+$(DJW_VENV)/.installed: $(DJW_REQUIREMENTS)
+	$(PYTHON) -m venv --clear $(DJW_VENV)
+	$(DJW_VENV)/bin/pip install --quiet -r $(DJW_REQUIREMENTS)
+	cp $(DJW_REQUIREMENTS) $@
+
+bench: install services bench-deps bench-djw
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-quick: install services bench-deps
+bench-quick: install services bench-deps bench-djw
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)

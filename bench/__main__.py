@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, latency, ledger, report
+from bench import baselines, latency, ledger, process_groups, report
 from bench import profile as bench_profile
 from bench.cpu import CpuMeter
 from bench.env import ROOT, BenchEnv, Process, make_env, reset_database
@@ -204,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         "--isolation-pairs", type=int, help="how many isolation pairs to run (default: the mode's)"
     )
     args = parser.parse_args(argv)
+    djw_runs = not args.skip_djw and (args.only is None or "django-webhook" in args.only)
+    if djw_runs and baselines.djw_python() is None:
+        parser.error(baselines.DJW_MISSING)
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     sizes = MODES[mode_name]
     if args.isolation_pairs:
@@ -580,4 +584,9 @@ def _run_all(
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # SIGTERM unwinds like Ctrl-C: every step's ``finally`` stops the processes it started.
+    process_groups.exit_on_sigterm()
+    try:
+        raise SystemExit(main())
+    except process_groups.Terminated:
+        raise SystemExit(128 + signal.SIGTERM) from None

@@ -16,7 +16,6 @@ and every run is checked by the ledger.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import urllib3
 
-from bench import ledger
+from bench import ledger, process_groups
 from bench.env import (
     BASELINE_CONCURRENCY,
     ROOT,
@@ -38,15 +37,11 @@ from bench.env import (
 from bench.receivers import Nginx, wait_for_arrivals
 
 DJW_VENV = VAR / "djw-venv"
-# Pinned like requirements.txt: the package, and the same Django/Celery as Hookpost.
-DJW_REQUIREMENTS = [
-    "django-webhook==0.0.15",
-    "Django==5.2.19",
-    "celery[redis]==5.5.3",
-    "psycopg[binary]==3.2.13",
-    "dj-database-url==3.0.1",
-    "requests==2.34.2",
-]
+DJW_REQUIREMENTS = ROOT / "bench" / "djw_project" / "requirements.txt"
+DJW_MISSING = (
+    "the django-webhook baseline's virtualenv (var/bench/djw-venv) is missing or out of date: "
+    "build it with `make bench-djw`, or pass --skip-djw"
+)
 PAYLOAD = json.dumps({"type": "bench.event", "data": {"order": 1234, "amount": "19.99", "currency": "EUR"}})
 
 
@@ -132,27 +127,21 @@ def naive_run(
     return run
 
 
-def ensure_djw_venv() -> Path:
-    """Create var/bench/djw-venv with django-webhook (once; later runs reuse it)."""
-    python = DJW_VENV / "bin" / "python"
+def djw_python() -> Path | None:
+    """The python of var/bench/djw-venv, if ``make bench-djw`` built it from the current
+    requirements; None otherwise. The benchmark never installs anything itself."""
     marker = DJW_VENV / ".installed"
-    if not marker.exists() or marker.read_text() != "\n".join(DJW_REQUIREMENTS):
-        print("creating the django-webhook virtualenv in var/bench/djw-venv", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(DJW_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *DJW_REQUIREMENTS], check=True)
-        marker.write_text("\n".join(DJW_REQUIREMENTS))
-    return python
+    if not marker.exists() or marker.read_text() != DJW_REQUIREMENTS.read_text():
+        return None
+    return DJW_VENV / "bin" / "python"
 
 
 def djw_version() -> str:
     python = DJW_VENV / "bin" / "python"
     if not python.exists():  # --skip-djw on a machine that never built the venv
         return "not installed"
-    out = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m; print(m.version('django-webhook'))"],
-        capture_output=True,
-        text=True,
-        check=False,
+    out = process_groups.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('django-webhook'))"], timeout=60
     )
     return out.stdout.strip() or "unknown"
 
@@ -163,7 +152,10 @@ class DjwBaseline:
     def __init__(self, env: BenchEnv, nginx: Nginx) -> None:
         self.env = env
         self.nginx = nginx
-        self.python = str(ensure_djw_venv())
+        python = djw_python()
+        if python is None:
+            raise RuntimeError(DJW_MISSING)
+        self.python = str(python)
         # Its own settings module: this process's environment names Hookpost's.
         self.child_env = {
             "BENCH_DATABASE_URL": env.database_url,
@@ -191,13 +183,11 @@ class DjwBaseline:
     def _drive(self, *args: str) -> dict[str, float]:
         import os
 
-        out = subprocess.run(
+        out = process_groups.run(
             [self.python, "-m", "bench.djw_project.drive", *args],
             cwd=ROOT,
             env={**os.environ, **self.child_env},
-            capture_output=True,
-            text=True,
-            check=False,
+            timeout=600,
         )
         if out.returncode != 0:
             raise RuntimeError(f"django-webhook driver {args[0]} failed: {out.stderr[-2000:]}")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from bench import process_groups
+
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "bench"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/hookpost_bench"
@@ -142,7 +144,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 class Process:
-    """A child process in its own process group, logging to a file, stopped by its pid only."""
+    """A child process in its own process group (bench/process_groups.py), logging to a file."""
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
         self.name = name
@@ -150,13 +152,8 @@ class Process:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env={**os.environ, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            self.proc = process_groups.start(
+                cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
             )
 
     @property
@@ -181,17 +178,9 @@ class Process:
         return total
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        # The whole group: Celery's -B beat and gunicorn's workers are our children.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        """SIGTERM to the whole group (Celery's -B beat and gunicorn's workers are in it),
+        SIGKILL to what is left after ``timeout`` s or once the process exited."""
+        process_groups.stop(self.proc, signal.SIGTERM, timeout)
 
     def tail(self, chars: int = 2000) -> str:
         try:

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench import hookpost, ledger
+from bench import hookpost, ledger, process_groups
 from bench.cpu import CpuMeter
 from bench.env import ROOT
 from bench.receivers import Arrival, Nginx, max_open, wait_for_arrivals
@@ -97,14 +96,11 @@ def reference_run(
             "secret": secret,
         }
         since = nginx.mark()
-        out = subprocess.run(
+        out = process_groups.run(
             [sys.executable, "-m", "bench.reference"],
             input=json.dumps(spec),
             cwd=ROOT,
-            capture_output=True,
-            text=True,
             timeout=max(120, count / 20),
-            check=False,
         )
         if out.returncode != 0:
             raise RuntimeError(f"the reference sender failed: {out.stderr[-2000:]}")

@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import django  # noqa: E402
 
+from bench import process_groups  # noqa: E402
+
 POOLS = [
     ("solo", 1),
     ("prefork", 2),
@@ -102,17 +104,15 @@ def run_pool(pool: str, concurrency: int, messages: int) -> float | None:
             "--without-mingle",
             "--without-heartbeat",
         ]
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/err", "wb")
-        )
+        with open(f"{tmp}/err", "wb") as err:
+            proc = process_groups.start(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
         try:
             receiver.wait_for(messages, "/hook", timeout=300)
         except AssertionError as exc:
             print(f"{pool}/{concurrency}: {exc}; stderr tail: {open(f'{tmp}/err').read()[-500:]}")
             return None
         finally:
-            proc.terminate()
-            proc.wait(30)
+            process_groups.stop(proc, grace=30)
             receiver.stop()
     arrivals = sorted(r.at for r in receiver.requests)
     return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])

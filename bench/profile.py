@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
+from bench import process_groups
+
 # Frames that only mean "a thread is waiting for work", not work.
 _IDLE = (
     "_worker (concurrent/futures/thread.py",
@@ -58,19 +60,18 @@ class Profiler:
         # py-spy's messages go to a file: a pipe nobody reads fills up over a long run, and
         # py-spy then blocks and never writes its samples.
         with self.raw.with_name(f"{self.raw.name}.log").open("ab") as log:
-            self.procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log) for cmd in self.cmds]
+            self.procs = [
+                process_groups.start(cmd, stdout=subprocess.DEVNULL, stderr=log) for cmd in self.cmds
+            ]
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         for proc in self.procs:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            process_groups.signal_group(proc, signal.SIGINT)  # py-spy writes its file on SIGINT
         for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            process_groups.stop(proc, signal.SIGINT, 30)
         with self.raw.open("w") as joined:
             for part in self.parts:
                 if part.exists():

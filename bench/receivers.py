@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import process_groups
 from bench.env import Process, free_port, wait_port, which
 
 LOG_FORMAT = r"$msec\t$http_webhook_id\t$uri\t$status\t$request_time\t$connection\t$request_body"
@@ -70,14 +70,14 @@ def echo_module() -> Path | None:
     binary = which("nginx")
     if binary is None:
         return None
-    result = subprocess.run([binary, "-V"], capture_output=True, text=True, check=False)
+    result = process_groups.run([binary, "-V"], timeout=60)
     found = re.search(r"--modules-path=(\S+)", result.stderr + result.stdout)
     path = Path(found.group(1) if found else "/usr/lib/nginx/modules") / ECHO_MODULE
     return path if path.exists() else None
 
 
 def nginx_version() -> str:
-    result = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=False)
+    result = process_groups.run([nginx_binary(), "-v"], timeout=60)
     return (result.stderr or result.stdout).strip().removeprefix("nginx version: ")
 
 

@@ -12,11 +12,11 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, cast
 
+from bench import process_groups
 from bench.env import BASELINE_CONCURRENCY, WORKER_PROCESSES, BenchEnv
 from bench.latency import CONCURRENCY, ENDPOINTS
 from bench.receivers import WAIT_DELAYS_MS
@@ -123,14 +123,9 @@ def versions(env: BenchEnv) -> dict[str, str]:
     except Exception as exc:  # a version we cannot read must not lose the whole report
         found["error"] = str(exc)
     try:
-        found["git"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "deliveries", "webhooks", "config"],
-            capture_output=True,
-            text=True,
-            check=False,
+        found["git"] = process_groups.run(["git", "rev-parse", "--short", "HEAD"], timeout=60).stdout.strip()
+        dirty = process_groups.run(
+            ["git", "status", "--porcelain", "--", "deliveries", "webhooks", "config"], timeout=60
         ).stdout.strip()
         found["git"] += " (+ uncommitted changes in app code)" if dirty else ""
     except OSError:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 from rest_framework.test import APIClient
 
+from bench import process_groups
 from tests.factories import EventTypeFactory, TenantFactory
 from webhooks import services
 from webhooks.models import ApiKey, EventType, Tenant
@@ -26,6 +27,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.parent.name in PROCESS_TEST_DIRS:
             item.add_marker(pytest.mark.xdist_group("processes"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM ends the session as Ctrl-C does, tearing down every fixture: what the
+    # tests started is stopped (bench/process_groups.py).
+    process_groups.exit_on_sigterm()
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from playwright.sync_api import Browser, Page, Response, Route, expect
 
+from bench import process_groups
 from deliveries.models import Delivery
 from tests.browser.conftest import PASSWORD, browser_tab, call_failed
 from tests.e2e.conftest import ROOT, _database_url
@@ -90,12 +90,10 @@ def _production_env(settings: Any, static_root: Path) -> dict[str, str]:
 @pytest.fixture
 def production_server(settings: Any, tmp_path: Path) -> Iterator[WebServer]:
     env = _production_env(settings, tmp_path / "static")
-    collected = subprocess.run(
+    collected = process_groups.run(
         [sys.executable, "manage.py", "collectstatic", "--no-input", "--verbosity", "0"],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert collected.returncode == 0, collected.stderr[-3000:]

@@ -17,6 +17,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
+from bench import process_groups
 from tests.e2e.private_redis import PrivateRedis
 from tests.e2e.receiver import Receiver
 
@@ -35,17 +36,6 @@ E2E_ENV = {
 def _database_url() -> str:
     db = django_settings.DATABASES["default"]
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def _children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (Linux /proc)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
 
 
 ALL_QUEUES = "deliveries.first,deliveries.retry,maintenance"
@@ -110,7 +100,7 @@ class Worker:
             f"e2e-{time.monotonic_ns()}@%h",
         ]
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = process_groups.start(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if b" ready." in self.log.read_bytes():
@@ -121,28 +111,17 @@ class Worker:
         raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
-        """SIGKILL: the worker dies mid-whatever, as on an OOM kill."""
+        """SIGKILL: the worker dies mid-whatever, as on an OOM kill, and its embedded beat
+        (-B) with it: the machine it ran on is gone too in the scenario we play."""
         assert self.proc is not None
-        children = _children(self.proc.pid)
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        # The embedded beat (-B) is a child process that would live on as an
-        # orphan; the machine it ran on is gone too in the scenario we play.
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        process_groups.stop(self.proc, signal.SIGKILL, grace=0)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        """SIGTERM to the worker (a warm shutdown), SIGKILL to its group after ``timeout`` s;
+        its exit status."""
+        if self.proc is None:
+            return None
+        return process_groups.stop(self.proc, signal.SIGTERM, timeout, leader_only=True)
 
 
 @pytest.fixture

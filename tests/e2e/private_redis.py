@@ -7,7 +7,6 @@ comes back empty, as a Redis restarted without persistence (or flushed) does.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 import redis
+
+from bench import process_groups
 
 
 def free_port() -> int:
@@ -55,7 +56,7 @@ class PrivateRedis:
             "--save", "", "--appendonly", "no", "--dir", str(self.tmp),
         ]  # fmt: skip
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = process_groups.start(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -76,22 +77,18 @@ class PrivateRedis:
         except redis.ConnectionError:
             pass  # the server closes the connection as it exits
         self.proc.wait(timeout)
+        process_groups.stop(self.proc, signal.SIGKILL, grace=0)
 
     def freeze(self) -> None:
         """SIGSTOP: connections are still accepted (by the kernel) and never answered."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGSTOP)
+        process_groups.signal_group(self.proc, signal.SIGSTOP)
 
     def thaw(self) -> None:
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGCONT)
+        process_groups.signal_group(self.proc, signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the server's process group (a no-op when it is gone already)."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
+        if self.proc is not None:
+            process_groups.stop(self.proc, signal.SIGKILL, grace=0)

@@ -1,10 +1,9 @@
 """Processes the e2e tests start (servers, ``make run``): each in a process group of
-its own, so that stopping the group stops everything it started, on every exit;
-and gunicorn run the way production runs it."""
+its own, stopped whole on every exit of the test or of pytest itself
+(bench/process_groups.py says how); and gunicorn run the way production runs it."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,18 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import process_groups
+from bench.process_groups import signal_group
 from tests.e2e.helpers import wait_until
 from tests.e2e.private_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    """Send ``sig`` to the process group ``proc`` leads; a group that is gone already is no error."""
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
@@ -57,15 +50,11 @@ def process_group(
     seconds (or once ``proc`` exits) SIGKILL to whatever of the group is left.
     """
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = process_groups.start(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
-        stop_group(proc, stop_signal, grace)
-        signal_group(proc, signal.SIGKILL)
-        proc.wait(10)
+        process_groups.stop(proc, stop_signal, grace)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bench import process_groups
 from tests.e2e.helpers import wait_until
 from tests.e2e.private_redis import free_port
 from tests.e2e.processes import process_group, stop_group
@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _copy_checkout(target: Path) -> None:
     """The working tree as a clean clone would have it, sharing the installed venv."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+    listed = process_groups.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, timeout=60)
+    listed.check_returncode()
+    files = listed.stdout.split()
     for name in files:
         source = ROOT / name
         if source.is_file():
@@ -56,13 +56,8 @@ def _follow_the_readme(checkout: Path, ports: dict[str, int], tmp_path: Path) ->
     def run(script: str) -> str:
         script = script.replace("127.0.0.1:8000", f"127.0.0.1:{ports['HOOKPOST_PORT']}")
         script = script.replace("127.0.0.1:9000", f"127.0.0.1:{ports['RECEIVER_PORT']}")
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=checkout,
-            env=shell,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = process_groups.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=checkout, env=shell, timeout=60
         )
         assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
         return done.stdout

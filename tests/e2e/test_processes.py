@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench import process_groups
 from tests.e2e.helpers import wait_until
 from tests.e2e.processes import process_group, stop_group
 
@@ -50,4 +52,17 @@ def test_what_the_process_started_is_stopped_even_when_it_ignores_sigterm(tmp_pa
         child = int((tmp_path / "child.pid").read_text())
         wait_until(lambda: _ignores_sigterm(child), timeout=5, what=f"process {child} to ignore SIGTERM")
     # When the block ends, then the child is gone too
+    wait_until(lambda: _gone(child), timeout=5, what=f"process {child} to exit")
+
+
+def test_a_command_run_past_its_timeout_is_stopped_with_what_it_started(tmp_path: Path) -> None:
+    # Given a command that starts a child and waits for it
+    script = "sleep 600 & echo $! > child.pid; wait"
+
+    # When it runs past its timeout
+    with pytest.raises(subprocess.TimeoutExpired):
+        process_groups.run(["sh", "-c", script], cwd=tmp_path, timeout=1)
+
+    # Then its child is gone too, not only the command
+    child = int((tmp_path / "child.pid").read_text())
     wait_until(lambda: _gone(child), timeout=5, what=f"process {child} to exit")

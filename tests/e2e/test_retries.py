@@ -2,9 +2,9 @@
 a real worker, its scheduler (0.25 s tick), Redis, PostgreSQL and a real
 receiver.
 
-Timing assertions are bounds, never exact times: an attempt can only happen
-after its scheduled time, and at most one scheduler tick plus processing
-(``SLACK``) later.
+Timing assertions are lower bounds the engine guarantees (an attempt never
+happens before its scheduled time), and the delays it scheduled, read from
+its rows; never how soon a loaded machine gets round to an attempt.
 """
 
 from __future__ import annotations
@@ -79,11 +79,10 @@ def test_two_failures_then_success_is_three_attempts_with_growing_jittered_delay
         assert done.attempt_count == 3
         got = receiver.received(endpoint.path)
         assert len(got) == 3 and {r.headers["webhook-id"] for r in got} == {message_id}
-        # ... the receiver saw the gaps of the schedule: ~1 s, then a larger ~2 s
+        # ... no retry reached the receiver before its time: 1 s, then 2 s, less the jitter
         first_gap, second_gap = got[1].at - got[0].at, got[2].at - got[1].at
-        assert (1 - JITTER) <= first_gap <= (1 + JITTER) + SLACK, first_gap
-        assert (2 - JITTER * 2) <= second_gap <= (2 + JITTER * 2) + SLACK, second_gap
-        assert second_gap > first_gap
+        assert first_gap >= 1 - JITTER, first_gap
+        assert second_gap >= 2 - JITTER * 2, second_gap
         # ... because the engine scheduled delays of 1 s +-20 % and then 2 s +-20 %
         after_first, after_second = delays[delivery.pk]
         assert (1 - JITTER) <= after_first <= (1 + JITTER) + RECORDING, after_first
@@ -169,7 +168,7 @@ def test_retry_after_on_503_pushes_the_next_attempt_later_than_the_schedule(
     # Then the second attempt waits for the 3 s the receiver asked for, not ~1 s
     first, second = receiver.wait_for(2, "/busy", timeout=15)
     gap = second.at - first.at
-    assert 3.0 <= gap <= 3.0 + SLACK, gap
+    assert gap >= 3.0, gap
     done = wait_for_status(message_id, endpoint.uid, Delivery.Status.SUCCEEDED)
     attempts = attempts_of(done)
     assert [a.response_status for a in attempts] == [503, 200]

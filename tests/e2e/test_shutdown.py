@@ -3,7 +3,6 @@ within its grace period."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -37,13 +36,11 @@ def test_sigterm_finishes_in_flight_deliveries_and_hands_back_the_rest(
     # When SIGTERM arrives while requests are in flight
     receiver.wait_for(1, "/slow", timeout=15)
     in_flight_at_sigterm = {r.headers["webhook-id"] for r in receiver.received("/slow")}
-    started = time.monotonic()
     exit_code = worker.stop(timeout=GRACE_SECONDS)
-    stopped_after = time.monotonic() - started
 
-    # Then the worker exits cleanly within its grace period...
+    # Then the worker exits cleanly within its grace period (one still running at its
+    # end is killed: exit status -9)...
     assert exit_code == 0, worker.log.read_text()[-2000:]
-    assert stopped_after < GRACE_SECONDS
     # ...having recorded the outcome of what it was sending (no lost attempt)
     for message_id in in_flight_at_sigterm:
         delivery = delivery_of(message_id, endpoint.uid)

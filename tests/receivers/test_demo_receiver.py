@@ -4,6 +4,7 @@ line each, forged ones 401, duplicates are acknowledged once processed."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import process_groups
 from tests.receivers.helpers import event_body, signed_headers
 from webhooks import signing
 
@@ -23,14 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class DemoReceiver:
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     url: str
 
     def next_line(self) -> str:
         """The line printed for the last request: the receiver writes and flushes
         it before answering, so it is there once ``post`` returned."""
         assert self.process.stdout is not None
-        return self.process.stdout.readline().rstrip("\n")
+        return self.process.stdout.readline().decode().rstrip("\n")
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -55,28 +57,22 @@ def secret_file(tmp_path: Path) -> tuple[Path, list[str]]:
 def receiver(secret_file: tuple[Path, list[str]]) -> Iterator[DemoReceiver]:
     # Standalone, as `make run` will start it: no database, Redis or API key in the environment.
     env = {"PATH": os.environ.get("PATH", ""), "DEBUG": "true", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
+    process = process_groups.start(
         [sys.executable, "manage.py", "demo_receiver", "--port", "0", "--secret-file", str(secret_file[0])],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         assert process.stdout is not None
-        first = process.stdout.readline().strip()  # "listening on http://127.0.0.1:<port>/"
+        first = process.stdout.readline().decode().strip()  # "listening on http://127.0.0.1:<port>/"
         if not first.startswith("listening on "):
-            process.kill()
+            process_groups.stop(process, signal.SIGKILL, grace=0)
             pytest.fail(f"demo_receiver did not start: {first!r} {process.communicate(timeout=5)}")
         yield DemoReceiver(process, first.removeprefix("listening on "))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process_groups.stop(process)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
@@ -116,12 +112,10 @@ def test_demo_receiver_accepts_signed_requests_and_refuses_forged_ones(
 
 def test_demo_receiver_refuses_a_bad_secret_at_startup(tmp_path: Path) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "DEBUG": "true"}
-    result = subprocess.run(
+    result = process_groups.run(
         [sys.executable, "manage.py", "demo_receiver", "--port", "0", "--secret", "whsec_short"],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=60,
     )
 

@@ -5,16 +5,17 @@ cool-downs that double, exactly one probe however many callers race for it
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any, cast
 
 import pytest
 from django.conf import settings as django_settings
 
+from bench import process_groups
 from deliveries import breaker, shared_state
 from deliveries.models import OperationalEvent
 from deliveries.transport import TransportResult
@@ -374,18 +375,16 @@ def test_processes_racing_for_the_half_open_probe_exactly_one_wins():
     }
     start = time.time() + 4  # every process imports Django first, then they start together
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _RACER, key, str(start)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        process_groups.start([sys.executable, "-c", _RACER, key, str(start)], cwd=ROOT, env=env, stdout=PIPE)
         for _ in range(6)
     ]
 
     # when each asks 50 times at the same moment
-    results = [proc.communicate(timeout=60)[0].split() for proc in procs]
+    try:
+        results = [proc.communicate(timeout=60)[0].split() for proc in procs]
+    finally:
+        for proc in procs:
+            process_groups.stop(proc)
 
     # then exactly one call in 300 became the probe
     assert all(proc.returncode == 0 for proc in procs)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from bench import process_groups
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 START = (
     "import django; from django.conf import settings; django.setup(); "
@@ -25,14 +27,7 @@ def start(**env: str) -> subprocess.CompletedProcess[str]:
     """Run ``django.setup()`` with ``config.settings`` and only ``env`` set."""
     # HOOKPOST_DOTENV empty: a developer's .env (from `make run`) stays out of it.
     clean = {"PATH": os.defpath, "DJANGO_SETTINGS_MODULE": "config.settings", "HOOKPOST_DOTENV": "", **env}
-    return subprocess.run(
-        [sys.executable, "-c", START],
-        cwd=PROJECT_DIR,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return process_groups.run([sys.executable, "-c", START], cwd=PROJECT_DIR, env=clean, timeout=60)
 
 
 def test_production_without_secret_key_refuses_to_start() -> None:
@@ -123,7 +118,7 @@ def test_a_setting_that_does_not_parse_stops_the_process_naming_its_variable(
 
 
 def test_number_settings_read_their_variables() -> None:
-    result = subprocess.run(
+    result = process_groups.run(
         [
             sys.executable,
             "-c",
@@ -139,8 +134,6 @@ def test_number_settings_read_their_variables() -> None:
             "HOOKPOST_BREAKER_FAILURE_RATE": "0.25",
             "HOOKPOST_RETRY_SCHEDULE": "1, 2,3",
         },
-        capture_output=True,
-        text=True,
         timeout=60,
     )
 
