@@ -28,6 +28,7 @@ class Peak:
     connections: int = 0
     at: str = ""
     by_database: str = ""
+    running: tuple[str, ...] = ()
 
 
 class ConnectionSampler(threading.Thread):
@@ -39,6 +40,8 @@ class ConnectionSampler(threading.Thread):
         self.patterns = patterns
         self.peak = Peak()
         self.stopped = threading.Event()
+        # The tests running now (under xdist, in every worker), to name the peak's.
+        self.running: set[str] = set()
 
     def run(self) -> None:
         try:
@@ -56,7 +59,8 @@ class ConnectionSampler(threading.Thread):
         total = sum(int(str(count)) for _, count in rows)
         if total > self.peak.connections:
             by_database = ", ".join(f"{name} {count}" for name, count in rows)
-            self.peak = Peak(total, time.strftime("%H:%M:%S"), by_database)
+            running = tuple(sorted(self.running))
+            self.peak = Peak(total, time.strftime("%H:%M:%S"), by_database, running)
 
 
 _sampler: ConnectionSampler | None = None
@@ -92,6 +96,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def pytest_runtest_logstart(nodeid: str) -> None:
+    if _sampler is not None:
+        _sampler.running.add(nodeid)
+
+
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    if _sampler is not None:
+        _sampler.running.discard(nodeid)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _sampler is None:
         return
@@ -100,3 +114,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if peak.at:
         line += f" at {peak.at}: {peak.by_database}"
     terminalreporter.write_line(line, red=peak.connections > BUDGET)
+    for nodeid in peak.running:
+        terminalreporter.write_line(f"  while running {nodeid}")
