@@ -56,7 +56,9 @@ EMBEDDED_REDIS_PORT ?= 6390
 run: install
 	@mkdir -p var
 	@# Endpoint secrets are encrypted at rest here too, with a key made once and
-	@# kept in var/ (it must stay with db.sqlite3: the secrets need it).
+	@# kept in var/ (it must stay with db.sqlite3: the secrets need it). Its processes
+	@# get their settings from this recipe (honcho reads no .env); the .env it writes
+	@# is for commands run by hand.
 	@if [ -z "$$HOOKPOST_ENCRYPTION_KEY" ] && [ ! -s var/encryption-key ]; then \
 	  (umask 077; $(BIN)/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' \
 	    > var/encryption-key) && echo "generated the encryption key for endpoint secrets: var/encryption-key"; \
@@ -66,22 +68,26 @@ run: install
 	  $(BIN)/python -m config.embedded_redis $(EMBEDDED_REDIS_PORT) > var/redis.log 2>&1 & echo $$! > var/redis.pid; \
 	  sleep 1; \
 	fi; \
-	[ -n "$$HOOKPOST_ENCRYPTION_KEY" ] || key_file="$(CURDIR)/var/encryption-key"; \
+	key_file=; [ -n "$$HOOKPOST_ENCRYPTION_KEY" ] || key_file="$(CURDIR)/var/encryption-key"; \
 	export DEBUG=true REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:$(EMBEDDED_REDIS_PORT)/0} PATH=$(CURDIR)/$(BIN):$$PATH \
 	  HOOKPOST_ENCRYPTION_KEY=$${HOOKPOST_ENCRYPTION_KEY:-$$(cat var/encryption-key)} \
 	  HOOKPOST_PORT=$(HOOKPOST_PORT) RECEIVER_PORT=$(RECEIVER_PORT) \
 	  HOOKPOST_ALLOWED_TARGET_NETWORKS=$${HOOKPOST_ALLOWED_TARGET_NETWORKS:-127.0.0.1/32}; \
-	(umask 077; { echo "# Written by make run: the settings its processes run with, for commands run by hand"; \
-	  echo "# (.venv/bin/python manage.py ...). Variables set in the environment win."; \
-	  echo "DEBUG=true"; echo "REDIS_URL=$$REDIS_URL"; \
-	  if [ -n "$$DATABASE_URL" ]; then echo "DATABASE_URL=$$DATABASE_URL"; fi; \
-	  if [ -n "$$key_file" ]; then echo "HOOKPOST_ENCRYPTION_KEY_FILE=$$key_file"; fi; \
-	  echo "HOOKPOST_ALLOWED_TARGET_NETWORKS=$$HOOKPOST_ALLOWED_TARGET_NETWORKS"; } > .env); \
+	if [ -e .env ] && ! head -1 .env | grep -q '^# Written by make run'; then \
+	  echo "keeping your .env: commands run by hand (manage.py) read it, not make run's settings"; \
+	else (umask 077; { \
+	  printf '%s\n' "# Written by make run: the settings its processes run with, for commands run by hand" \
+	    "# (.venv/bin/python manage.py ...; servers and workers never read it). The environment wins." \
+	    "DEBUG=true" "REDIS_URL='$$REDIS_URL'" "HOOKPOST_ALLOWED_TARGET_NETWORKS='$$HOOKPOST_ALLOWED_TARGET_NETWORKS'"; \
+	  if [ -n "$$DATABASE_URL" ]; then printf "DATABASE_URL='%s'\n" "$$DATABASE_URL"; fi; \
+	  if [ -n "$$key_file" ]; then printf "HOOKPOST_ENCRYPTION_KEY_FILE='%s'\n" "$$key_file"; \
+	  else printf '%s\n' "# HOOKPOST_ENCRYPTION_KEY came from your environment: keep it there for commands too."; fi; \
+	} > .env); fi; \
 	python manage.py migrate --no-input && \
 	python manage.py seed_demo --base-url http://127.0.0.1:$(HOOKPOST_PORT) \
 	  --receiver-url http://127.0.0.1:$(RECEIVER_PORT)/webhooks \
 	  --key-file var/demo-api-key --admin-file var/demo-admin && \
-	honcho start -f Procfile; \
+	honcho start -f Procfile -e /dev/null; \
 	status=$$?; [ -f var/redis.pid ] && kill $$(cat var/redis.pid) 2>/dev/null; rm -f var/redis.pid; exit $$status
 
 clean:

@@ -9,7 +9,8 @@ nginx's workers. Who stops the group, for each way the starting process (the
 - it returns, fails, times out: ``stop`` in the caller's ``finally`` (or ``with``);
 - SIGINT: Python raises KeyboardInterrupt, and the same ``finally`` blocks run;
 - SIGTERM: ``exit_on_sigterm`` makes it raise ``Terminated`` (a KeyboardInterrupt,
-  so pytest ends the session and tears its fixtures down), and again they run;
+  so pytest ends the session and tears its fixtures down), and again they run; a
+  second SIGTERM ends the runner at once, as SIGKILL would (below);
 - SIGKILL, or a hang in the cleanup itself: no code of the runner runs any more, so
   a watchdog does it. The first ``start`` in a process spawns a small Python process
   in a session of its own (no terminal signal nor group kill aimed at the runner
@@ -106,13 +107,22 @@ class _Watchdog:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(WATCHDOG_GRACE + 5)
 
+    def _forget_the_parents(self) -> None:
+        """In a forked child the groups and the watchdog are the parent's: its own start empty."""
+        if self.owner and self.owner != os.getpid():
+            self.groups = set()
+            self.proc = None
+            self.owner = 0
+
     def register(self, pgid: int) -> None:
         with self.lock:
+            self._forget_the_parents()
             self.groups.add(pgid)
             self._send(f"+{pgid}\n")
 
     def unregister(self, pgid: int) -> None:
         with self.lock:
+            self._forget_the_parents()
             if pgid in self.groups:
                 self.groups.discard(pgid)
                 self._send(f"-{pgid}\n")
@@ -148,7 +158,11 @@ def start(
         stderr=stderr,
         start_new_session=True,
     )
-    _watchdog.register(proc.pid)
+    try:
+        _watchdog.register(proc.pid)
+    except BaseException:  # Ctrl-C or SIGTERM before the watchdog knew it: stop it here
+        signal_group(proc, signal.SIGKILL)
+        raise
     return proc
 
 
@@ -207,14 +221,17 @@ def run(
 
 
 def exit_on_sigterm() -> None:
-    """From now on, SIGTERM raises ``Terminated`` in the main thread, once: further SIGTERMs
-    while unwinding are ignored, so that a supervisor repeating it cannot cut a cleanup short.
-    Call from the main thread."""
+    """From now on, SIGTERM raises ``Terminated`` in the main thread; a second one (a cleanup
+    that hangs, or swallowed the first) ends the process at once, and the watchdog stops
+    what it started. Call from the main thread."""
     received = [False]
 
     def raise_terminated(signum: int, frame: FrameType | None) -> None:
-        if not received[0]:
-            received[0] = True
-            raise Terminated(f"signal {signum}")
+        if received[0]:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        received[0] = True
+        raise Terminated(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, raise_terminated)

@@ -11,16 +11,27 @@ import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
 
-def load_env_file(path: str) -> None:
-    """Set the variables of the dotenv file at ``path`` that the environment leaves unset.
+def load_env_file(path: str) -> list[str]:
+    """Set the variables of the dotenv file at ``path`` that the environment leaves unset;
+    returns their names.
 
-    The environment always wins. An empty ``path`` or a missing file is no error.
+    The environment always wins, ``NAME_FILE`` included: the file's ``NAME`` is skipped
+    when the environment holds ``NAME_FILE``, and the other way round. Values are taken
+    as written (no ``${...}`` expansion). An empty ``path`` or a missing file is no error.
     """
-    if path and Path(path).is_file():
-        load_dotenv(path, override=False)
+    if not path or not Path(path).is_file():
+        return []
+    filled = []
+    for name, value in dotenv_values(path, interpolate=False).items():
+        counterpart = name.removesuffix("_FILE") if name.endswith("_FILE") else f"{name}_FILE"
+        if value is None or name in os.environ or counterpart in os.environ:
+            continue
+        os.environ[name] = value
+        filled.append(name)
+    return filled
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -85,8 +96,11 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
 
 
 def env_int_list(name: str, default: list[int]) -> list[int]:
-    """Comma-separated integers; blank items are dropped."""
-    items = env_list(name, [str(value) for value in default])
+    """Comma-separated integers; blank items are dropped, and blank or unset means ``default``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    items = env_list(name)
     try:
         return [int(item) for item in items]
     except ValueError as exc:

@@ -1,28 +1,22 @@
 """Hookpost settings, read from the environment.
 
 Production is the default: with ``DEBUG`` unset or false the process refuses
-to start without ``SECRET_KEY``. ``make run`` sets ``DEBUG=true`` (in its
-processes' environment and in ``.env``) and falls back to SQLite and an
-in-process cache when ``DATABASE_URL`` / ``REDIS_URL`` are unset.
+to start without ``SECRET_KEY``. ``make run`` sets ``DEBUG=true`` and falls
+back to SQLite and an in-process cache when ``DATABASE_URL`` / ``REDIS_URL``
+are unset. Only ``manage.py`` reads the ``.env`` it writes.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_int_list, env_list, env_str, load_env_file
+from config.env import env_bool, env_float, env_int, env_int_list, env_list, env_str
 from config.quiet_ticks import CELERY_LOGGERS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-# `make run` writes .env (DEBUG, its Redis, the encryption key's file) so that a
-# management command run by hand sees what its processes see. HOOKPOST_DOTENV
-# names another file, or none when empty (the test suite's choice).
-load_env_file(os.environ.get("HOOKPOST_DOTENV", str(BASE_DIR / ".env")))
 
 DEBUG = env_bool("DEBUG", False)
 

@@ -21,6 +21,7 @@ from django.conf import settings
 
 BUDGET = 40
 SAMPLE_SECONDS = 0.2
+TESTS_REPORTED = 12
 
 
 @dataclass
@@ -40,16 +41,32 @@ class ConnectionSampler(threading.Thread):
         self.patterns = patterns
         self.peak = Peak()
         self.stopped = threading.Event()
-        # The tests running now (under xdist, in every worker), to name the peak's.
+        # The tests running now (under xdist, in every worker), to name the peak's, and
+        # the most connections seen while each test ran (its own and its neighbours').
         self.running: set[str] = set()
+        self.test_peaks: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.samples = 0
+        self.error = ""
+
+    def test_started(self, nodeid: str) -> None:
+        with self.lock:
+            self.running.add(nodeid)
+
+    def test_finished(self, nodeid: str) -> None:
+        with self.lock:
+            self.running.discard(nodeid)
 
     def run(self) -> None:
         try:
             with psycopg.connect(**self.conninfo, autocommit=True) as conn:  # type: ignore[arg-type]  # keywords of libpq
-                while not self.stopped.wait(SAMPLE_SECONDS):
+                while True:  # one sample at least, however short the run
                     self._sample(conn)
-        except psycopg.Error:
-            return  # no server to count on: the tests that need one fail on their own
+                    self.samples += 1
+                    if self.stopped.wait(SAMPLE_SECONDS):
+                        break
+        except Exception as exc:  # reported, and the run fails: a dead sampler counts nothing
+            self.error = f"{type(exc).__name__}: {exc}"
 
     def _sample(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         rows = conn.execute(
@@ -57,9 +74,12 @@ class ConnectionSampler(threading.Thread):
             [self.patterns],
         ).fetchall()
         total = sum(int(str(count)) for _, count in rows)
+        with self.lock:
+            running = tuple(sorted(self.running))
+            for nodeid in running:
+                self.test_peaks[nodeid] = max(total, self.test_peaks.get(nodeid, 0))
         if total > self.peak.connections:
             by_database = ", ".join(f"{name} {count}" for name, count in rows)
-            running = tuple(sorted(self.running))
             self.peak = Peak(total, time.strftime("%H:%M:%S"), by_database, running)
 
 
@@ -92,22 +112,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     _sampler.stopped.set()
     _sampler.join(5)
-    if _sampler.peak.connections > BUDGET and session.exitstatus == 0:
+    over = _sampler.peak.connections > BUDGET
+    if (over or _sampler.error or not _sampler.samples) and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_runtest_logstart(nodeid: str) -> None:
     if _sampler is not None:
-        _sampler.running.add(nodeid)
+        _sampler.test_started(nodeid)
 
 
 def pytest_runtest_logfinish(nodeid: str) -> None:
     if _sampler is not None:
-        _sampler.running.discard(nodeid)
+        _sampler.test_finished(nodeid)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _sampler is None:
+        return
+    if _sampler.error or not _sampler.samples:
+        reason = _sampler.error or "no sample taken"
+        terminalreporter.write_line(f"PostgreSQL connections of the suite not counted: {reason}", red=True)
         return
     peak = _sampler.peak
     line = f"peak PostgreSQL connections of the suite: {peak.connections} (budget {BUDGET})"
@@ -116,3 +141,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(line, red=peak.connections > BUDGET)
     for nodeid in peak.running:
         terminalreporter.write_line(f"  while running {nodeid}")
+    busiest = sorted(
+        ((nodeid, peak) for nodeid, peak in _sampler.test_peaks.items() if peak), key=lambda item: -item[1]
+    )[:TESTS_REPORTED]
+    if busiest:
+        terminalreporter.write_line(f"most PostgreSQL connections while each ran (top {TESTS_REPORTED}):")
+    for nodeid, connections in busiest:
+        terminalreporter.write_line(f"  {connections:3d}  {nodeid}")

@@ -22,7 +22,10 @@ if (
     and _redis_db.isdigit()
     and os.environ.get("HOOKPOST_TEST_REDIS_OF") != _xdist_worker
 ):
-    os.environ["REDIS_URL"] = f"{_redis_base}/{int(_redis_db) - int(_xdist_worker[2:])}"
+    _worker_db = int(_redis_db) - int(_xdist_worker[2:])
+    if _worker_db < 1:  # database 0 is everybody's default: never the suite's to flush
+        raise RuntimeError(f"REDIS_URL's database leaves none for xdist worker {_xdist_worker}: use 15")
+    os.environ["REDIS_URL"] = f"{_redis_base}/{_worker_db}"
     os.environ["HOOKPOST_TEST_REDIS_OF"] = _xdist_worker
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 # Secrets are encrypted at rest in the suite as in production; subprocesses

@@ -61,6 +61,8 @@ def sleeping_group(tmp_path: Path) -> Iterator[int]:
     with process_group([sys.executable, "-c", SLEEPERS], cwd=tmp_path, env=os.environ, log=log) as proc:
         wait_until(lambda: len(_left([], proc.pid)) == 2, timeout=30, what="the sleepers to start")
         yield proc.pid
+    # The teardown ran (and stopped the group itself), not only the watchdog.
+    Path(f"{os.environ[PROBE_REPORT]}.torn-down").write_text("yes")
 
 
 def probe_starts_a_process_group_and_waits(sleeping_group: int) -> None:
@@ -98,6 +100,8 @@ def test_killing_pytest_mid_test_stops_every_process_its_test_started(tmp_path: 
         # Then nothing it started is left: the probe's group, and anything else of its children
         log = (tmp_path / "inner.log").read_text()[-2000:]
         wait_until(lambda: not _left(started, pgid), timeout=30, what=f"what pytest started to exit:\n{log}")
+        # On SIGINT and SIGTERM the runner unwinds: its fixtures' teardowns stop their groups
+        assert Path(f"{report}.torn-down").exists() == (sig != signal.SIGKILL), log
     finally:
         if probe is not None:  # a failure here must not leave the sleepers behind
             for pid in _left(started, probe):

@@ -37,7 +37,7 @@ def test_a_full_bucket_allows_a_burst_then_reserves_slots_one_interval_apart(set
     assert all(t.reserved for t in over)
     waits = [t.wait_seconds for t in over]
     for expected, wait in zip((0.2, 0.4, 0.6), waits, strict=True):
-        assert expected - 0.05 < wait <= expected + 0.001, waits
+        assert expected - 0.1 < wait <= expected + 0.001, waits  # 0.1: the calls take a moment
 
 
 def test_a_delivery_that_reserved_a_slot_goes_through_on_it_without_a_second_token(settings):

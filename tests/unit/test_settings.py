@@ -141,14 +141,56 @@ def test_number_settings_read_their_variables() -> None:
     assert result.stdout.split("\n")[-2] == "0.25 [1, 2, 3]"
 
 
-def test_the_dotenv_file_fills_in_what_the_environment_leaves_unset(tmp_path: Path) -> None:
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python manage.py *args`` with only ``env`` set (a shell holding PATH, as by hand)."""
+    return process_groups.run(
+        [sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env={"PATH": os.defpath, **env}, timeout=60
+    )
+
+
+SHOW = (
+    "from django.conf import settings; "
+    "print(settings.DEBUG, settings.SECRET_KEY, settings.HOOKPOST_ENCRYPTION_KEY)"
+)
+
+
+def _shown(result: subprocess.CompletedProcess[str]) -> str:
+    """What ``SHOW`` printed: the shell's last line (it announces its imports first)."""
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+
+def test_manage_py_fills_in_from_the_dotenv_file_what_the_environment_leaves_unset(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("# written by make run\nDEBUG=true\nSECRET_KEY=from-the-dotenv-file\n")
 
-    from_file = start(HOOKPOST_DOTENV=str(dotenv))
-    environment_wins = start(HOOKPOST_DOTENV=str(dotenv), SECRET_KEY="from-the-environment")
-    ignored = start(HOOKPOST_DOTENV="")
+    from_file = manage("shell", "-c", SHOW, HOOKPOST_DOTENV=str(dotenv))
+    environment_wins = manage(
+        "shell", "-c", SHOW, HOOKPOST_DOTENV=str(dotenv), SECRET_KEY="from-the-environment"
+    )
 
-    assert "DEBUG=True SECRET_KEY=from-the-dotenv-file" in from_file.stdout, from_file.stderr
-    assert "DEBUG=True SECRET_KEY=from-the-environment" in environment_wins.stdout, environment_wins.stderr
-    assert ignored.returncode != 0 and "SECRET_KEY is not set" in ignored.stderr
+    assert _shown(from_file).startswith("True from-the-dotenv-file"), from_file.stderr
+    assert f"settings from {dotenv}: DEBUG, SECRET_KEY" in from_file.stderr
+    assert _shown(environment_wins).startswith("True from-the-environment"), environment_wins.stderr
+    assert f"settings from {dotenv}: DEBUG\n" in environment_wins.stderr
+
+
+def test_a_key_in_the_environment_wins_over_a_key_file_named_in_the_dotenv_file(tmp_path: Path) -> None:
+    environment_key, file_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    (tmp_path / "encryption-key").write_text(file_key)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"DEBUG=true\nHOOKPOST_ENCRYPTION_KEY_FILE={tmp_path / 'encryption-key'}\n")
+
+    result = manage("shell", "-c", SHOW, HOOKPOST_DOTENV=str(dotenv), HOOKPOST_ENCRYPTION_KEY=environment_key)
+
+    assert _shown(result).endswith(environment_key), result.stderr
+    assert "HOOKPOST_ENCRYPTION_KEY_FILE" not in result.stderr
+
+
+def test_servers_and_workers_never_read_the_dotenv_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DEBUG=true\n")
+
+    # gunicorn and celery import the settings without manage.py
+    result = start(HOOKPOST_DOTENV=str(tmp_path / ".env"))
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
