@@ -91,7 +91,9 @@ run: install
 	status=$$?; [ -f var/redis.pid ] && kill $$(cat var/redis.pid) 2>/dev/null; rm -f var/redis.pid; exit $$status
 
 clean:
-	rm -rf $(VENV) db.sqlite3 .env .pytest_cache
+	rm -rf $(VENV) db.sqlite3 .pytest_cache
+	@# the .env make run wrote, never one of yours
+	@if head -1 .env 2>/dev/null | grep -q '^# Written by make run'; then rm -f .env; fi
 
 ## Benchmarks (docs/BENCHMARKS.md): its own database hookpost_bench and Redis DB 12.
 ## bench-deps installs nginx (the cheap receiver) and its echo module (receivers that

@@ -23,11 +23,11 @@ START = (
 )
 
 
-def start(**env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``django.setup()`` with ``config.settings`` and only ``env`` set."""
+def start(code: str = START, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (``django.setup()`` and a print) with ``config.settings`` and only ``env`` set."""
     # HOOKPOST_DOTENV empty: a developer's .env (from `make run`) stays out of it.
     clean = {"PATH": os.defpath, "DJANGO_SETTINGS_MODULE": "config.settings", "HOOKPOST_DOTENV": "", **env}
-    return process_groups.run([sys.executable, "-c", START], cwd=PROJECT_DIR, env=clean, timeout=60)
+    return process_groups.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=clean, timeout=60)
 
 
 def test_production_without_secret_key_refuses_to_start() -> None:
@@ -118,23 +118,12 @@ def test_a_setting_that_does_not_parse_stops_the_process_naming_its_variable(
 
 
 def test_number_settings_read_their_variables() -> None:
-    result = process_groups.run(
-        [
-            sys.executable,
-            "-c",
-            "import django; from django.conf import settings; django.setup(); "
-            "print(settings.HOOKPOST_BREAKER_FAILURE_RATE, settings.HOOKPOST_RETRY_SCHEDULE)",
-        ],
-        cwd=PROJECT_DIR,
-        env={
-            "PATH": os.defpath,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "HOOKPOST_DOTENV": "",
-            "DEBUG": "true",
-            "HOOKPOST_BREAKER_FAILURE_RATE": "0.25",
-            "HOOKPOST_RETRY_SCHEDULE": "1, 2,3",
-        },
-        timeout=60,
+    result = start(
+        "import django; from django.conf import settings; django.setup(); "
+        "print(settings.HOOKPOST_BREAKER_FAILURE_RATE, settings.HOOKPOST_RETRY_SCHEDULE)",
+        DEBUG="true",
+        HOOKPOST_BREAKER_FAILURE_RATE="0.25",
+        HOOKPOST_RETRY_SCHEDULE="1, 2,3",
     )
 
     assert result.returncode == 0, result.stderr
