@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import dotenv_values
@@ -33,6 +35,8 @@ def load_env_file(path: str) -> list[str]:
         filled.append(name)
     return filled
 
+
+T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -63,27 +67,27 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
 
 
-def env_int(name: str, default: int) -> int:
+def _parsed(name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+    """The variable read by ``parse``; blank or unset means ``default``. A value ``parse``
+    rejects (ValueError) stops the process with a message naming the variable."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+        raise ImproperlyConfigured(f"{name} must be {what}, got {raw!r}") from exc
+
+
+def env_int(name: str, default: int) -> int:
+    return _parsed(name, default, int, "an integer")
 
 
 def env_float(name: str, default: float) -> float:
     """A finite number; blank or unset means ``default``."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+    value = _parsed(name, default, float, "a number")
     if not math.isfinite(value):
-        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {os.environ[name]!r}")
     return value
 
 
@@ -97,13 +101,8 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
 
 def env_int_list(name: str, default: list[int]) -> list[int]:
     """Comma-separated integers; blank items are dropped, and blank or unset means ``default``."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return list(default)
-    items = env_list(name)
-    try:
-        return [int(item) for item in items]
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            f"{name} must be comma-separated integers, got {os.environ[name]!r}"
-        ) from exc
+
+    def integers(raw: str) -> list[int]:
+        return [int(item) for item in raw.split(",") if item.strip()]
+
+    return _parsed(name, list(default), integers, "comma-separated integers")
